@@ -1,0 +1,25 @@
+"""One exception type per failure family; the CLI turns each into one clear line."""
+
+
+class BatchloopError(Exception):
+    """Base class: a failure with a message a user can act on."""
+
+
+class ConfigError(BatchloopError):
+    """params.yaml or the environment is missing something or holds a bad value."""
+
+
+class InvalidParameter(BatchloopError):
+    """A run parameter (date, identifier, model reference) is malformed."""
+
+
+class PartitionNotFound(BatchloopError):
+    """The requested table partition does not exist or is empty."""
+
+
+class ModelNotFound(BatchloopError):
+    """A model, version or alias is not in the registry."""
+
+
+class ServiceUnavailable(BatchloopError):
+    """A service the step needs (S3, MLflow, Spark) cannot be reached."""

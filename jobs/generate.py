@@ -1,0 +1,211 @@
+"""Synthetic upstream data: daily telecom subscriber snapshots and churn labels.
+
+Stands in for the upstream ETL in the demo, the tests and the benchmarks. A day's
+data depends only on (seed, day, rows): the same call always gives the same rows,
+whatever range it is part of. Scheduled events (params.yaml `generator.events`) are
+dated absolutely.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from pyspark.sql.types import (DateType, DoubleType, IntegerType, LongType, StringType, StructField,
+                               StructType)
+
+from jobs.settings import DataParams, GeneratorParams
+
+log = logging.getLogger(__name__)
+
+CATEGORIES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+    "tariff_plan": (("basic", "standard", "premium", "family"), (0.35, 0.35, 0.15, 0.15)),
+    "region": (("north", "south", "east", "west", "central"), (0.2, 0.25, 0.2, 0.2, 0.15)),
+    "device_type": (("android", "ios", "feature_phone", "tablet"), (0.5, 0.35, 0.1, 0.05)),
+    "contract_type": (("monthly", "annual", "two_year"), (0.55, 0.3, 0.15)),
+    "payment_method": (("card", "bank_transfer", "cash", "e_wallet"), (0.4, 0.3, 0.15, 0.15)),
+}
+PLAN_PRICE = {"basic": 25.0, "standard": 45.0, "premium": 80.0, "family": 95.0, "unlimited_5g": 70.0}
+
+
+@dataclass(frozen=True)
+class Day:
+    """One generated day: the feature snapshot and the labels that belong to it."""
+
+    features: pd.DataFrame
+    labels: pd.DataFrame
+
+
+def _rng(seed: int, *parts: object) -> np.random.Generator:
+    salt = zlib.crc32(":".join(str(p) for p in parts).encode())
+    return np.random.default_rng([seed, salt])
+
+
+CHUNK_ROWS = 50_000
+INTEGER_FEATURES = frozenset({"sms_count", "dropped_calls", "support_calls", "late_payments",
+                              "days_since_topup", "num_lines", "app_sessions"})
+
+
+def _population(seed: int, chunk: int, rows: int) -> pd.DataFrame:
+    """Traits that stay with a subscriber across days (subscribers of one id chunk)."""
+    rng = _rng(seed, "population", chunk)
+    first = chunk * CHUNK_ROWS + 1
+    pop = pd.DataFrame({"subscriber_id": np.arange(first, first + rows, dtype=np.int64)})
+    for name, (values, probs) in CATEGORIES.items():
+        pop[name] = rng.choice(np.array(values, dtype=object), size=rows, p=probs)
+    pop["tenure0"] = rng.uniform(0, 72, rows)
+    pop["usage_level"] = rng.gamma(2.0, 1.0, rows)
+    pop["patience"] = rng.normal(0, 1, rows)
+    pop["lines"] = 1 + rng.poisson(0.4, rows)
+    # a stable per-subscriber draw, so an event picks the same subscribers every day
+    pop["event_draw"] = rng.uniform(0, 1, rows)
+    return pop
+
+
+def _features(pop: pd.DataFrame, day: date, first_day: date, rng: np.random.Generator,
+              events) -> pd.DataFrame:
+    n = len(pop)
+    months = (day - first_day).days / 30.0
+    f = pd.DataFrame({"subscriber_id": pop["subscriber_id"].to_numpy()})
+    for name in CATEGORIES:
+        f[name] = pop[name].to_numpy()
+    new_cat = events.new_category
+    if new_cat and day >= new_cat.start:
+        switched = pop["event_draw"].to_numpy() < new_cat.share
+        f.loc[switched, new_cat.feature] = new_cat.value
+    usage = pop["usage_level"].to_numpy()
+    f["tenure_months"] = np.round(pop["tenure0"].to_numpy() + months, 2)
+    price = f["tariff_plan"].map(PLAN_PRICE).to_numpy(dtype=float)
+    f["monthly_charges"] = np.round(price * rng.lognormal(0, 0.12, n) + 5 * pop["lines"], 2)
+    shift = events.covariate_shift
+    if shift and day >= shift.start:
+        f[shift.feature] = np.round(f[shift.feature].to_numpy() * shift.factor, 2)
+    f["total_charges"] = np.round(f["monthly_charges"] * np.maximum(f["tenure_months"], 1), 2)
+    f["data_usage_gb"] = np.round(usage * rng.gamma(2.0, 1.5, n), 3)
+    f["voice_minutes"] = np.round(rng.gamma(2.0, 60.0, n) * (0.5 + usage / 4), 1)
+    f["sms_count"] = rng.poisson(8 + 4 * usage)
+    f["dropped_calls"] = rng.poisson(np.where(f["region"] == "central", 0.6, 1.4))
+    f["support_calls"] = rng.poisson(np.exp(-0.6 + 0.5 * np.tanh(-pop["patience"].to_numpy())))
+    f["late_payments"] = rng.poisson(np.where(f["payment_method"] == "cash", 0.8, 0.25))
+    f["days_since_topup"] = rng.exponential(12.0, n).astype(np.int64)
+    f["roaming_minutes"] = np.round(np.where(rng.uniform(0, 1, n) < 0.15, rng.gamma(1.5, 30, n), 0), 1)
+    f["num_lines"] = pop["lines"].to_numpy().astype(np.int64)
+    speed = np.where(f["device_type"] == "feature_phone", 2.0, 25.0)
+    f["download_mbps"] = np.round(speed * rng.lognormal(0, 0.5, n), 2)
+    f["app_sessions"] = rng.poisson(3 + 6 * usage * (f["device_type"] != "feature_phone"))
+    f["complaint_score"] = np.round(10 * rng.beta(1.5, 6 - np.tanh(-pop["patience"].to_numpy()), n), 2)
+    return f
+
+
+def _churn_probability(f: pd.DataFrame, day: date, events) -> np.ndarray:
+    """The true churn probability: what a good model can learn, short of the noise."""
+    logit = (
+        -2.4
+        + 0.45 * f["support_calls"]
+        + 0.22 * f["dropped_calls"]
+        + 0.35 * f["late_payments"]
+        - 0.035 * f["tenure_months"].fillna(24)
+        + 1.1 * (f["contract_type"] == "monthly")
+        - 0.6 * (f["contract_type"] == "two_year")
+        + 0.02 * (f["monthly_charges"] - 55)
+        + 0.18 * f["complaint_score"]
+        - 0.05 * f["app_sessions"]
+        - 0.012 * f["download_mbps"]
+    )
+    change = events.concept_change
+    if change and day >= change.start:
+        s = change.strength
+        logit = logit + s * (0.25 * f["data_usage_gb"] - 1.0 * (f["contract_type"] == "monthly")
+                             + 0.8 * (f["device_type"] == "ios") - 0.5)
+    return (1.0 / (1.0 + np.exp(-logit.to_numpy(dtype=float)))).astype(float)
+
+
+def chunks(rows: int) -> list[tuple[int, int]]:
+    """(chunk index, rows in chunk) covering `rows` subscribers."""
+    return [(i, min(CHUNK_ROWS, rows - i * CHUNK_ROWS)) for i in range((rows + CHUNK_ROWS - 1) // CHUNK_ROWS)]
+
+
+def generate_day(gen: GeneratorParams, data: DataParams, day: date, rows: int, seed: int) -> Day:
+    """Features and true labels of one day, as pandas frames (pure, deterministic)."""
+    parts = [generate_chunk(gen, data, day, c, n, seed) for c, n in chunks(rows)]
+    return Day(features=pd.concat([p.features for p in parts], ignore_index=True),
+               labels=pd.concat([p.labels for p in parts], ignore_index=True))
+
+
+def generate_chunk(gen: GeneratorParams, data: DataParams, day: date, chunk: int, rows: int,
+                   seed: int) -> Day:
+    """One id chunk of one day: the unit of parallel generation."""
+    pop = _population(seed, chunk, rows)
+    rng = _rng(seed, "day", day.isoformat(), chunk)
+    f = _features(pop, day, gen.first_day, rng, gen.events)
+    prob = _churn_probability(f, day, gen.events)
+    churned = (rng.uniform(0, 1, rows) < prob).astype(np.int32)
+    incident = gen.events.quality_incident
+    if incident and day == incident.date:
+        hit = rng.uniform(0, 1, rows) < incident.null_share
+        f[incident.feature] = f[incident.feature].astype(float).where(~hit)
+    f = f[[data.key, *data.numeric_features, *data.categorical_features]].copy()
+    f["dt"] = day
+    labels = pd.DataFrame({
+        data.key: f[data.key].to_numpy(),
+        data.label: churned,
+        "available_at": day + timedelta(days=data.label_delay_days),
+        "dt": day,
+    })
+    return Day(features=f, labels=labels)
+
+
+def days_between(start: date, count: int) -> list[date]:
+    return [start + timedelta(days=i) for i in range(count)]
+
+
+def label_days(gen: GeneratorParams, data: DataParams, published: list[date]) -> list[date]:
+    """Days whose labels become known on the published days (D + delay), from first_day on."""
+    delay = timedelta(days=data.label_delay_days)
+    return [d - delay for d in published if d - delay >= gen.first_day]
+
+
+def feature_schema(data: DataParams) -> StructType:
+    numeric = [StructField(c, LongType() if c in INTEGER_FEATURES else DoubleType())
+               for c in data.numeric_features]
+    return StructType([StructField(data.key, LongType(), False), *numeric,
+                       *[StructField(c, StringType()) for c in data.categorical_features],
+                       StructField("dt", DateType(), False)])
+
+
+def label_schema(data: DataParams) -> StructType:
+    return StructType([StructField(data.key, LongType(), False), StructField(data.label, IntegerType()),
+                       StructField("available_at", DateType()), StructField("dt", DateType(), False)])
+
+
+def _distributed(lake, gen: GeneratorParams, data: DataParams, days: list[date], rows: int, seed: int,
+                 part: str):
+    """Generate (day, chunk) units in parallel Spark tasks; `part` is features or labels."""
+    units = [(d, c, n) for d in days for c, n in chunks(rows)]
+    schema = feature_schema(data) if part == "features" else label_schema(data)
+
+    def make(frames):
+        for frame in frames:
+            for row in frame.itertuples(index=False):
+                yield getattr(generate_chunk(gen, data, row.day, row.chunk, row.rows, seed), part)
+
+    seeds = lake.spark.createDataFrame(pd.DataFrame(units, columns=["day", "chunk", "rows"]))
+    return seeds.repartition(max(1, len(units))).mapInPandas(make, schema)
+
+
+def run(gen: GeneratorParams, data: DataParams, lake, start: date, days: int, rows: int,
+        seed: int) -> dict[str, int]:
+    """Write `features` for start..start+days-1 and the labels that become known on those days."""
+    published = days_between(start, days)
+    lake.overwrite_partitions(_distributed(lake, gen, data, published, rows, seed, "features"), "features")
+    counts = {"feature_days": len(published), "features_rows": len(published) * rows, "label_rows": 0}
+    labelled = label_days(gen, data, published)
+    if labelled:
+        lake.overwrite_partitions(_distributed(lake, gen, data, labelled, rows, seed, "labels"), "labels")
+        counts["label_rows"] = len(labelled) * rows
+    log.info("generated %s", counts)
+    return counts
