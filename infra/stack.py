@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +50,17 @@ def free_port() -> int:
             port = s.getsockname()[1]
         if port < 55000 and not port_in_use(port + 10000):
             return port
+
+
+def free_ports(names: list[str]) -> dict[str, int]:
+    """Distinct free ports for the given settings (tests use these instead of the defaults)."""
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = free_port()
+        taken = set(ports.values()) | {p + 10000 for p in ports.values()} | {p - 10000 for p in ports.values()}
+        if port not in taken:
+            ports[names[len(ports)]] = port
+    return ports
 
 
 def port_in_use(port: int) -> bool:
@@ -97,7 +107,7 @@ def load_or_create_env(path: Path = ROOT / ".env") -> dict[str, str]:
         lines += [f"{k}={v}" for k, v in config.items()]
         path.write_text("\n".join(lines) + "\n")
         path.chmod(0o600)
-        print(f"stack: generated credentials and ports in {path.relative_to(ROOT)}")
+        print(f"stack: generated credentials and ports in {path}")
     values = {k: v for k, v in dotenv_values(path).items() if v is not None}
     # the process environment wins, as it does for the jobs' settings
     return {**values, **{k: os.environ[k] for k in values if k in os.environ}}
@@ -249,11 +259,7 @@ class Stack:
             pid = int(self.pid_file(service).read_text())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return None
-        return pid
+        return pid if _alive(pid) else None
 
     def prepare(self) -> None:
         for d in (self.run_dir, self.log_dir, self.state / "s3", self.state / "mlflow", self.airflow_home):
@@ -323,6 +329,10 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        try:  # reap the leader when this process started it (tests); else init does
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
         self.pid_file(service).unlink(missing_ok=True)
         return True
 
@@ -359,6 +369,11 @@ class Stack:
         with log.open("ab") as out:
             result = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=self.env(),
                                     cwd=self.airflow_home, stdout=out, stderr=subprocess.STDOUT)
+            if result.returncode == 0:
+                result = subprocess.run(
+                    [str(VENV_BIN / "airflow"), "pools", "set", "lake", "1",
+                     "Spark steps: one driver at a time on the embedded metastore"],
+                    env=self.env(), cwd=self.airflow_home, stdout=out, stderr=subprocess.STDOUT)
         if result.returncode != 0:
             tail = "\n".join("  " + x for x in log.read_text(errors="replace").splitlines()[-25:])
             raise StackError(f"airflow db migrate failed. Last lines of {log}:\n{tail}")
@@ -408,6 +423,20 @@ class Stack:
         return self.airflow_home / "simple_auth_manager_passwords.json.generated"
 
 
+def _alive(pid: int) -> bool:
+    """True while the process runs; an exited child of ours is reaped, a zombie counts as gone."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -434,20 +463,11 @@ def _other_members(pgid: int) -> bool:
     return False
 
 
-def check_java() -> None:
-    """Spark needs Java 17 or newer; say so plainly when it is missing."""
-    java = shutil.which("java", path=os.environ.get("JAVA_HOME", "") + "/bin:" + os.environ.get("PATH", ""))
-    if not java:
-        raise StackError("Java was not found: Spark needs Java 17 or 21. Install it "
-                         "(Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME.")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    first = out.splitlines()[0] if out else ""
-    try:
-        major = int(first.split('"')[1].split(".")[0])
-    except (IndexError, ValueError):
-        raise StackError(f"could not read the Java version from {java}: {first!r}") from None
-    if major < 17:
-        raise StackError(f"Java {major} found at {java}; Spark 4 needs Java 17 or 21.")
+def configure_dvc_remote(config: dict[str, str]) -> None:
+    """Point the project's DVC remote at this S3 endpoint (.dvc/config.local is git-ignored)."""
+    if (ROOT / ".dvc").is_dir():
+        subprocess.run([str(VENV_BIN / "dvc"), "remote", "modify", "--local", "storage", "endpointurl",
+                        config["BATCHLOOP_S3_ENDPOINT_URL"]], cwd=ROOT, check=True)
 
 
 def print_status(stack: Stack) -> None:
@@ -466,20 +486,17 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "status"
     only = set(argv[1].split(",")) if len(argv) > 1 else None
     try:
-        if command == "check":
-            check_java()
-            return 0
-        stack = Stack(load_or_create_env())
+        stack = Stack(load_or_create_env(Path(os.environ.get("BATCHLOOP_ENV_FILE", ROOT / ".env"))))
         if command == "up":
-            check_java()
             stack.up(only)
+            configure_dvc_remote(stack.config)
             print_status(stack)
         elif command == "down":
             stack.down()
         elif command == "status":
             print_status(stack)
         else:
-            print(f"usage: {argv and argv[0]} up|down|status|check", file=sys.stderr)
+            print("usage: python -m infra.stack up|down|status [s3,mlflow,airflow]", file=sys.stderr)
             return 2
     except StackError as exc:
         print(f"stack: error: {exc}", file=sys.stderr)

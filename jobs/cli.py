@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -61,13 +62,20 @@ def generate(
 
 
 @app.command()
-def train(as_of: Annotated[str, typer.Option("--as-of", help="train on labels known on this day")]) -> None:
+def train(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="train on labels known on this day "
+                                                                "(default: train.as_of in params.yaml)")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="write the run's metrics here as JSON")] = None,
+) -> None:
     """Train on the labelled window, register a new version in MLflow."""
     from jobs import train as job
 
-    day = parse_date(as_of, "--as-of")
     params, env, lake = _context()
-    model = job.run(params, lake, env.mlflow_tracking_uri, day)
+    day = parse_date(as_of, "--as-of") if as_of else params.train.as_of
+    model, metrics = job.run(params, lake, env.mlflow_tracking_uri, day)
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps({"model": model.uri, **metrics}, indent=1, sort_keys=True))
     _emit({"model": model.uri, "alias": model.alias, "run_id": model.run_id})
 
 
@@ -78,8 +86,11 @@ def score(
 ) -> None:
     """Score one day into the `scores` table."""
     from jobs import score as job
+    from jobs.registry import parse_model_ref
 
     day = parse_date(date_)
+    if model:
+        parse_model_ref(model)
     params, env, lake = _context()
     _emit(job.run(params, lake, env.mlflow_tracking_uri, day, model))
 
@@ -91,19 +102,31 @@ def drift(
 ) -> None:
     """Compare one scored day with the model's reference profile."""
     from jobs import drift as job
+    from jobs.registry import parse_model_ref
 
     day = parse_date(date_)
+    if model:
+        parse_model_ref(model)
     params, env, lake = _context()
     summary = job.run(params, lake, env.mlflow_tracking_uri, day, model)
     _emit({k: v for k, v in summary.items() if k != "metrics"})
 
 
 @app.command()
-def sql(query: Annotated[str, typer.Argument(help="a Spark SQL query over the lake")]) -> None:
-    """Run a read-only query against the lake and print the result."""
+def sql(
+    query: Annotated[str, typer.Argument(help="a Spark SQL query over the lake")],
+    as_json: Annotated[bool, typer.Option("--json", help="print rows as JSON lines")] = False,
+    limit: Annotated[int, typer.Option(help="rows to print at most")] = 50,
+) -> None:
+    """Query the lake (tables of the batchloop database) and print the result."""
     _, _, lake = _context()
     lake.spark.sql(f"USE `{lake.namespace}`")
-    lake.spark.sql(query).show(50, truncate=False)
+    result = lake.spark.sql(query)
+    if as_json:
+        for row in result.limit(limit).collect():
+            typer.echo(json.dumps(row.asDict(recursive=True), default=str))
+    else:
+        result.show(limit, truncate=False)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import lineage, registry
-from jobs.profile import psi
+from jobs.reference import psi
 from jobs.settings import Params
 from jobs.train import PROFILE_ARTIFACT
 
@@ -95,7 +95,7 @@ def run(params: Params, lake, tracking_uri: str, day: date, model_ref: str | Non
         "prediction_psi": next((r["statistic"] for r in results if r["kind"] == "prediction"), None),
         "metrics": results,
     }
-    computed_at = datetime.now(timezone.utc)
+    computed_at = datetime.now(UTC)
     table = lake.spark.createDataFrame(
         [{**r, "model_name": model.name, "model_version": model.version, "run_id": summary["run_id"],
           "computed_at": computed_at, "dt": day} for r in results])

@@ -15,8 +15,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from pyspark.sql.types import (DateType, DoubleType, IntegerType, LongType, StringType, StructField,
-                               StructType)
+from pyspark.sql.types import DateType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
 from jobs.settings import DataParams, GeneratorParams
 

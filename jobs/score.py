@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -14,8 +14,8 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 
 from jobs import lineage, registry
 from jobs.encoding import Vocabulary, encode_spark
-from jobs.train import VOCABULARY_ARTIFACT
 from jobs.settings import Params
+from jobs.train import VOCABULARY_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def run(params: Params, lake, tracking_uri: str, day: date, model_ref: str | Non
     vocab = registry.load_json_artifact(model, VOCABULARY_ARTIFACT)
     run_id = lineage.run_id()
     scores = score_frame(features, params, model, booster.model_to_string(), vocab, run_id,
-                         datetime.now(timezone.utc), day)
+                         datetime.now(UTC), day)
     lake.overwrite_partitions(scores, "scores")
     counts = {
         "input_rows": features.count(),

@@ -75,6 +75,7 @@ class GeneratorParams(Frozen):
 
 
 class TrainParams(Frozen):
+    as_of: date
     window_days: int = Field(gt=1)
     holdout_days: int = Field(gt=0)
     lightgbm: dict[str, float | int | str]

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from jobs import lineage, registry
 from jobs.encoding import encode_pandas, learn_vocabulary
 from jobs.errors import PartitionNotFound
-from jobs.profile import build_profile
+from jobs.reference import build_profile
 from jobs.settings import Params
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"auc": float(roc_auc_score(y, p)), "log_loss": float(log_loss(y, p, labels=[0, 1]))}
 
 
-def run(params: Params, lake, tracking_uri: str, as_of: date) -> registry.ResolvedModel:
+def run(params: Params, lake, tracking_uri: str, as_of: date) -> tuple[registry.ResolvedModel, dict[str, float]]:
     """Train on the window known as of `as_of`, log to MLflow, register a new version."""
     import mlflow
     from mlflow.models import infer_signature
@@ -123,4 +123,4 @@ def run(params: Params, lake, tracking_uri: str, as_of: date) -> registry.Resolv
         registry.set_alias(client, params.model.name, alias, version)
     log.info("registered %s version %s as @%s: holdout AUC %.3f", params.model.name, version, alias,
              metrics["holdout_auc"])
-    return registry.ResolvedModel(params.model.name, version, alias, run.info.run_id)
+    return registry.ResolvedModel(params.model.name, version, alias, run.info.run_id), metrics

@@ -1,0 +1,52 @@
+# batchloop: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+
+	@infra/preflight.sh $(PYTHON)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) pip sync --python $(PY) requirements.lock
+	$(UV) pip install --python $(PY) --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the locked dependencies (Python 3.11, Java 17+)
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	$(UV) pip compile pyproject.toml --extra dev --extra stack --python-version 3.11 -o requirements.lock
+
+up: install ## start the local stack (S3, MLflow, Airflow) on 127.0.0.1
+	$(PY) -m infra.stack up
+
+status: install ## show the local stack: services, addresses, where the admin password is
+	$(PY) -m infra.stack status
+
+down: ## stop the local stack
+	@if [ -x $(PY) ]; then $(PY) -m infra.stack down; fi
+
+demo: up ## run the whole loop through the Airflow scheduler on the local stack
+	$(PY) -m infra.demo
+
+test: install ## run the tests (unit, integration on real local services, DAGs)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check jobs dags infra tests
+	$(VENV)/bin/mypy jobs
+
+clean: down ## remove local state (lake, registry, S3 data) and the virtual environment
+	rm -rf .batchloop $(VENV) .env
+
+.PHONY: help install lock up status down demo test lint clean

@@ -1,0 +1,38 @@
+"""DAG files only wire: they import cleanly, document themselves, and load no pyspark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.dags
+
+PROBE = """
+import importlib.util, json, pathlib, sys
+sys.path.insert(0, "{dags}")
+found = {{}}
+for path in sorted(pathlib.Path("{dags}").glob("*.py")):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from airflow.sdk import DAG
+    for value in vars(module).values():
+        if isinstance(value, DAG):
+            found[value.dag_id] = bool(value.doc_md)
+print(json.dumps({{"dags": found, "heavy": [m for m in ("pyspark", "mlflow", "lightgbm", "jobs")
+                                           if m in sys.modules]}}))
+"""
+
+
+def test_dag_files_import_without_errors_or_heavy_modules(tmp_path):
+    result = subprocess.run([sys.executable, "-c", PROBE.format(dags=ROOT / "dags")], capture_output=True,
+                            text=True, timeout=300, env={"AIRFLOW_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == []
+    assert report["dags"] == {"batchloop_loop": True}
