@@ -113,6 +113,25 @@ def drift(
 
 
 @app.command()
+def validate(
+    dataset: Annotated[str, typer.Option(help="features or labels (expectations/<dataset>.json)")],
+    date_: Annotated[str, typer.Option("--date", help="partition day, YYYY-MM-DD")],
+) -> None:
+    """Check one partition against its contract; print a summary; exit 1 when the contract fails."""
+    from jobs.contract import summary
+    from jobs.lake import check_identifier
+    from jobs.validate import validate_partition
+
+    day = parse_date(date_)
+    check_identifier(dataset, "--dataset")
+    params, _, lake = _context()
+    checked = validate_partition(lake, dataset, day, params.validation, params.data.key)
+    typer.echo(summary(checked.report, None) if not checked.report.quarantined else checked.text)
+    if checked.report.verdict == "fail":
+        raise typer.Exit(1)
+
+
+@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="a Spark SQL query over the lake")],
     as_json: Annotated[bool, typer.Option("--json", help="print rows as JSON lines")] = False,
@@ -137,7 +156,7 @@ def main() -> None:
     for noisy in ("py4j", "urllib3", "botocore", "alembic", "mlflow.store"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except BatchloopError as exc:
         typer.echo(f"batchloop: error: {exc}", err=True)
         sys.exit(2)
@@ -150,3 +169,4 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

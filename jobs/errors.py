@@ -23,3 +23,7 @@ class ModelNotFound(BatchloopError):
 
 class ServiceUnavailable(BatchloopError):
     """A service the step needs (S3, MLflow, Spark) cannot be reached."""
+
+
+class ContractViolation(BatchloopError):
+    """Data breaks its contract (expectations/*.json) beyond what quarantine absorbs."""

@@ -11,15 +11,27 @@ import logging
 import re
 from datetime import date
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.errors import InvalidParameter, PartitionNotFound
+from jobs.errors import ContractViolation, InvalidParameter, PartitionNotFound
 from jobs.settings import Env
 
 log = logging.getLogger(__name__)
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+READ_ERRORS = (Py4JJavaError, PySparkException)
+
+
+def unreadable(exc: Exception, what: str) -> ContractViolation:
+    """A Spark read failure (corrupt or foreign file) as one actionable line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = next((line for line in lines if "FAILED_READ_FILE" in line or "not a Parquet" in line),
+                 lines[0] if lines else type(exc).__name__)
+    return ContractViolation(f"{what}: the data could not be read ({cause[:400]}); "
+                             "re-run the upstream load for this partition")
 
 
 def check_identifier(value: str, what: str) -> str:
@@ -65,15 +77,22 @@ class Lake:
             raise PartitionNotFound(f"table {self.namespace}.{table} does not exist yet")
         if self.format == "hive":
             return self.spark.table(self.name(table))
-        return self.spark.read.option("basePath", self.name(table)).parquet(self.name(table))
+        try:
+            return self.spark.read.option("basePath", self.name(table)).parquet(self.name(table))
+        except READ_ERRORS as exc:
+            raise unreadable(exc, f"{self.namespace}.{table}") from None
 
     def read_partition(self, table: str, day: date) -> DataFrame:
         """One day of a table; a missing or empty partition is a clear error."""
         df = self.read(table).where(F.col("dt") == F.lit(day))
-        if df.limit(1).count() == 0:
+        try:
+            empty = df.limit(1).count() == 0
+        except READ_ERRORS as exc:
+            raise unreadable(exc, f"{self.namespace}.{table} dt={day}") from None
+        if empty:
             raise PartitionNotFound(
-                f"{self.namespace}.{table} has no partition dt={day.isoformat()}: "
-                "check that the upstream load for that day ran"
+                f"{self.namespace}.{table} has no rows for dt={day.isoformat()} (the partition is missing "
+                "or empty): check that the upstream load for that day ran"
             )
         return df
 
@@ -87,6 +106,18 @@ class Lake:
             return []
         rows = self.read(table).select("dt").distinct().orderBy("dt").collect()
         return [r.dt for r in rows]
+
+    def replace_partition(self, df: DataFrame, table: str, day: date) -> None:
+        """Make day `day` of `table` hold exactly df's rows; an empty df leaves no partition."""
+        if df.limit(1).count():
+            self.overwrite_partitions(df, table)
+        elif self.exists(table):
+            if self.format == "hive":
+                self.spark.sql(f"ALTER TABLE {self.name(table)} DROP IF EXISTS PARTITION (dt='{day.isoformat()}')")
+            else:
+                jvm = self.spark.sparkContext._jvm
+                path = jvm.org.apache.hadoop.fs.Path(f"{self.name(table)}/dt={day.isoformat()}")
+                path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
 
     def overwrite_partitions(self, df: DataFrame, table: str) -> None:
         """Replace exactly the `dt` partitions present in df; other days are untouched."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobs.errors import InvalidParameter, ModelNotFound, ServiceUnavailable
 
@@ -23,6 +23,7 @@ class ResolvedModel:
     version: str
     alias: str | None
     run_id: str
+    tags: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def uri(self) -> str:
@@ -68,7 +69,7 @@ def resolve(mlflow_client, ref: str) -> ResolvedModel:
             mv = mlflow_client.get_model_version(name, version)
     except MlflowException as exc:
         raise ModelNotFound(f"{ref} is not in the registry ({exc.error_code}): {_choices(mlflow_client, name)}") from None
-    return ResolvedModel(name=name, version=str(mv.version), alias=alias, run_id=mv.run_id)
+    return ResolvedModel(name=name, version=str(mv.version), alias=alias, run_id=mv.run_id, tags=dict(mv.tags))
 
 
 def _choices(mlflow_client, name: str) -> str:

@@ -8,14 +8,18 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 import pyarrow as pa
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from jobs import lineage, registry
+from jobs.contract import Contract, changed_expectations, load_contract, quarantine_frame, raise_on_failure
 from jobs.encoding import Vocabulary, encode_spark
-from jobs.settings import Params
-from jobs.train import VOCABULARY_ARTIFACT
+from jobs.errors import ContractViolation
+from jobs.settings import Params, ValidationParams
+from jobs.train import CONTRACT_ARTIFACT, CONTRACT_TAG, VOCABULARY_ARTIFACT
+from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +70,54 @@ def score_frame(features: DataFrame, params: Params, model: registry.ResolvedMod
     )
 
 
+def check_contract_version(model: registry.ResolvedModel, features: Contract, policy: ValidationParams) -> None:
+    """Refuse (or warn) when the model was trained under another feature contract, naming what changed."""
+    trained = model.tags.get(CONTRACT_TAG)
+    if trained is None or trained == features.fingerprint:
+        return
+    stored = registry.load_json_artifact(model, CONTRACT_ARTIFACT)
+    message = (f"{model.uri} was trained under feature contract {trained}; expectations/features.json is now "
+               f"{features.fingerprint}. Changed: {', '.join(changed_expectations(stored, features))}")
+    if policy.on_contract_change == "fail":
+        raise ContractViolation(f"{message}. Retrain, or set validation.on_contract_change: warn in params.yaml")
+    log.warning(message)
+
+
 def run(params: Params, lake, tracking_uri: str, day: date, model_ref: str | None = None) -> dict[str, object]:
-    """Score one day with a model resolved once at start; replace that day's `scores` partition."""
+    """Score one day with a model resolved once at start; replace that day's `scores` partition.
+
+    Input rows that break the feature contract go to `quarantine`; the counts must
+    reconcile: input = scored + quarantined.
+    """
     import mlflow
 
     client = registry.client(tracking_uri)
     ref = model_ref or f"models:/{params.model.name}@{registry.CHAMPION}"
     model = registry.resolve(client, ref)
     log.info("scoring %s with %s (resolved from %s)", day, model.uri, ref)
-    features = lake.read_partition("features", day)
+    features_contract = load_contract("features")
+    check_contract_version(model, features_contract, params.validation)
+    run_id = lineage.run_id()
+    checked = validate_frame(lake.read_partition("features", day), features_contract, params.validation,
+                             f"features dt={day}", params.data.key)
+    lake.replace_partition(quarantine_frame(checked.annotated, params.data.key, run_id), "quarantine", day)
+    raise_on_failure(checked.report, checked.text)
     booster = mlflow.lightgbm.load_model(model.uri)
     vocab = registry.load_json_artifact(model, VOCABULARY_ARTIFACT)
-    run_id = lineage.run_id()
-    scores = score_frame(features, params, model, booster.model_to_string(), vocab, run_id,
-                         datetime.now(UTC), day)
+    scores = score_frame(checked.passed, params, model, booster.model_to_string(), vocab, run_id,
+                         datetime.now(UTC), day).persist(StorageLevel.MEMORY_AND_DISK)
+    output = validate_frame(scores, load_contract("scores"), params.validation, f"scores dt={day}", params.data.key)
+    if output.report.quarantined:
+        raise ContractViolation(f"scoring output breaks expectations/scores.json; nothing was written:\n{output.text}")
     lake.overwrite_partitions(scores, "scores")
     counts = {
-        "input_rows": features.count(),
+        "input_rows": checked.report.rows,
+        "quarantined_rows": checked.report.quarantined,
         "scored_rows": lake.read_partition("scores", day).count(),
     }
+    if counts["input_rows"] != counts["scored_rows"] + counts["quarantined_rows"]:
+        raise ContractViolation(f"scoring {day}: counts do not reconcile: {counts}")
+    scores.unpersist()
+    checked.annotated.unpersist()
     log.info("scored %s: %s", day, counts)
     return {"model": model.uri, "model_alias": model.alias, "run_id": run_id, **counts}

@@ -90,12 +90,21 @@ class DriftParams(Frozen):
     psi_threshold: float = Field(gt=0)
 
 
+class ValidationParams(Frozen):
+    """How a batch's contract findings decide the run."""
+
+    max_quarantine_share: float = Field(ge=0, le=1)
+    on_batch_rule_failure: Literal["fail", "warn"] = "fail"
+    on_contract_change: Literal["fail", "warn"] = "fail"
+
+
 class Params(Frozen):
     data: DataParams
     generator: GeneratorParams
     train: TrainParams
     model: ModelParams
     drift: DriftParams
+    validation: ValidationParams
 
     def digest(self) -> str:
         """A stable hash of all parameters, recorded with every model version."""

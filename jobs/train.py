@@ -14,16 +14,20 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from jobs import lineage, registry
+from jobs.contract import load_contract, raise_on_failure
 from jobs.encoding import encode_pandas, learn_vocabulary
 from jobs.errors import PartitionNotFound
 from jobs.reference import build_profile
 from jobs.settings import Params
+from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "batchloop-training"
 PROFILE_ARTIFACT = "reference_profile.json"
 VOCABULARY_ARTIFACT = "vocabulary.json"
+CONTRACT_ARTIFACT = "contract/features.json"
+CONTRACT_TAG = "contract_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,19 @@ def run(params: Params, lake, tracking_uri: str, as_of: date) -> tuple[registry.
     window = choose_window(lake.partitions("labels"), as_of, params.train.window_days,
                            params.train.holdout_days, d.label_delay_days)
     log.info("training window %s..%s (holdout from %s)", window.first, window.last, window.holdout_first)
-    features = lake.read_range("features", window.first, window.last)
-    labels = lake.read_range("labels", window.first, window.last).where(F.col("available_at") <= F.lit(as_of))
-    frame = (features.join(labels.select(d.key, "dt", d.label), [d.key, "dt"], "inner")
+    features_contract = load_contract("features")
+    span = f"{window.first}..{window.last}"
+    features = validate_frame(lake.read_range("features", window.first, window.last), features_contract,
+                              params.validation, f"features {span}", d.key)
+    raise_on_failure(features.report, features.text)
+    labels = validate_frame(
+        lake.read_range("labels", window.first, window.last).where(F.col("available_at") <= F.lit(as_of)),
+        load_contract("labels"), params.validation, f"labels {span}", d.key)
+    raise_on_failure(labels.report, labels.text)
+    frame = (features.passed.join(labels.passed.select(d.key, "dt", d.label), [d.key, "dt"], "inner")
              .toPandas())
+    features.annotated.unpersist()
+    labels.annotated.unpersist()
     holdout_mask = frame["dt"] >= window.holdout_first
     train, holdout = frame[~holdout_mask], frame[holdout_mask]
     vocab = learn_vocabulary(train, d.categorical_features)
@@ -99,6 +112,7 @@ def run(params: Params, lake, tracking_uri: str, as_of: date) -> tuple[registry.
         "training_window": f"{window.first}..{window.last}",
         "holdout_from": window.holdout_first.isoformat(),
         "run_id": lineage.run_id(),
+        CONTRACT_TAG: features_contract.fingerprint,
     }
     with mlflow.start_run(run_name=f"train-{as_of}") as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({f"lgbm_{k}": v for k, v in params.train.lightgbm.items()})
@@ -106,6 +120,12 @@ def run(params: Params, lake, tracking_uri: str, as_of: date) -> tuple[registry.
                            "holdout_days": params.train.holdout_days, "as_of": as_of.isoformat()})
         mlflow.log_metrics(metrics)
         mlflow.set_tags(tags)
+        for checked in (features, labels):
+            r = checked.report
+            mlflow.log_metrics({f"validation_{r.dataset.split()[0]}_{k}": float(getattr(r, k))
+                                for k in ("rows", "passed", "quarantined")})
+            mlflow.log_dict(r.as_dict(), f"validation/{r.dataset.split()[0]}.json")
+        mlflow.log_dict(features_contract.document, CONTRACT_ARTIFACT)
         for name, content in ((PROFILE_ARTIFACT, profile), (VOCABULARY_ARTIFACT, vocab)):
             (Path(tmp) / name).write_text(json.dumps(content, indent=1))
             mlflow.log_artifact(str(Path(tmp) / name))

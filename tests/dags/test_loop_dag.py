@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -23,9 +24,12 @@ sys.exit(0 if run.state == "success" else 1)
 
 
 def test_loop_dag_runs_every_step_through_spark_submit(services, tmp_path):
-    # given: Airflow's metadata database for this test, and a lake of its own
+    # given: Airflow's metadata database for this test, a lake and a registered model name of its own
+    own_params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    own_params["model"]["name"] = "churn_dag_test"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(own_params))
     env = {**services.env(), "BATCHLOOP_STATE_DIR": str(tmp_path / "state"),
-           "AIRFLOW_HOME": str(tmp_path / "airflow")}
+           "AIRFLOW_HOME": str(tmp_path / "airflow"), "BATCHLOOP_PARAMS": str(tmp_path / "params.yaml")}
     (tmp_path / "airflow").mkdir()
     migrated = subprocess.run([f"{sys.prefix}/bin/airflow", "db", "migrate"], env=env, capture_output=True,
                               text=True, timeout=600)

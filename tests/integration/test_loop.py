@@ -85,3 +85,38 @@ def test_a_second_training_becomes_challenger_and_leaves_the_champion(loop, lake
     client = registry_client(env.mlflow_tracking_uri)
     assert second.alias == "challenger" and int(second.version) == int(first.version) + 1
     assert client.get_model_version_by_alias(params.model.name, "champion").version == first.version
+
+
+def test_training_and_scoring_reject_rows_by_the_same_suite(loop, lake, params, env, tmp_path, monkeypatch):
+    # given: the feature contract with one bound tightened, so a few rows of every day break it
+    import json
+
+    from jobs import contract
+
+    rule = "expect_column_values_to_be_between(complaint_score)"
+    bound = lake.read_partition("features", LAST).approxQuantile("complaint_score", [0.997], 0.0)[0]
+    doc = json.loads((contract.CONTRACTS_DIR / "features.json").read_text())
+    for e in doc["expectations"]:
+        if e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "complaint_score":
+            e["kwargs"]["max_value"] = bound
+    (tmp_path / "features.json").write_text(json.dumps(doc))
+    for name in ("labels", "scores"):
+        (tmp_path / f"{name}.json").write_text((contract.CONTRACTS_DIR / f"{name}.json").read_text())
+    monkeypatch.setattr(contract, "CONTRACTS_DIR", tmp_path)
+
+    # when: a model is trained and a day is scored under it
+    model, _ = train.run(params, lake, env.mlflow_tracking_uri, as_of=LAST)
+    scored = score.run(params, lake, env.mlflow_tracking_uri, LAST, model_ref=model.uri)
+
+    # then: training left out the rows above the bound, and scoring quarantined them
+    client = registry_client(env.mlflow_tracking_uri)
+    path = client.download_artifacts(model.run_id, "validation/features.json", str(tmp_path))
+    training = {f["expectation"]: f["failed_rows"] for f in json.loads(open(path).read())["findings"]}
+    window = lake.read_range("features", START, date(2026, 1, 15))
+    assert training[rule] == window.where(F.col("complaint_score") > bound).count() > 0
+    quarantined = lake.read_partition("quarantine", LAST)
+    expected = {str(r[0]) for r in lake.read_partition("features", LAST)
+                .where(F.col("complaint_score") > bound).select("subscriber_id").collect()}
+    assert {r.key for r in quarantined.where(F.array_contains("failed_expectations", rule)).collect()} == expected
+    assert scored["input_rows"] == scored["scored_rows"] + scored["quarantined_rows"] == ROWS
+    assert scored["quarantined_rows"] == len(expected) > 0

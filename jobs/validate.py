@@ -1,0 +1,49 @@
+"""Validation of one partition against its contract: the same code for training and scoring."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+
+from jobs import contract as c
+from jobs.lake import READ_ERRORS, unreadable
+from jobs.settings import ValidationParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Validated:
+    """Rows that passed, the annotated frame (for quarantine), and the report."""
+
+    passed: DataFrame
+    annotated: DataFrame
+    report: c.Report
+    text: str
+
+
+def validate_frame(df: DataFrame, contract: c.Contract, policy: ValidationParams, what: str,
+                   key: str | None) -> Validated:
+    """Schema first (no job), then row rules and batch rules in one pass over the data."""
+    c.check_schema(df, contract, what)
+    annotated = c.annotate(df, contract).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        report = c.measure(annotated, contract, policy, what)
+    except READ_ERRORS as exc:
+        annotated.unpersist()
+        raise unreadable(exc, what) from None
+    sample = c.sample_failing_keys(annotated, key) if key and report.quarantined else None
+    text = c.summary(report, sample)
+    log.info("validation\n%s", text)
+    return Validated(c.passed_rows(annotated), annotated, report, text)
+
+
+def validate_partition(lake, table: str, day: date, policy: ValidationParams, key: str | None,
+                       contract_name: str | None = None) -> Validated:
+    """Read one day of a lake table and validate it against expectations/<table>.json."""
+    contract = c.load_contract(contract_name or table)
+    return validate_frame(lake.read_partition(table, day), contract, policy, f"{table} dt={day}", key)
