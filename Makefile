@@ -42,6 +42,9 @@ demo: up ## run the whole loop through the Airflow scheduler on the local stack
 test: install ## run the tests (unit, integration on real local services, DAGs)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+bench: install ## benchmarks (not part of make test): prints figures beside their baselines
+	$(PY) tests/benchmarks/bench_validation.py
+
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check jobs dags infra tests
 	$(VENV)/bin/mypy jobs
@@ -49,4 +52,4 @@ lint: install ## ruff and mypy
 clean: down ## remove local state (lake, registry, S3 data) and the virtual environment
 	rm -rf .batchloop $(VENV) .env
 
-.PHONY: help install lock up status down demo test lint clean
+.PHONY: help install lock up status down demo test bench lint clean

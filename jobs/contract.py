@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, FloatType
 
@@ -56,6 +56,8 @@ class Expectation:
 
     @property
     def is_row_rule(self) -> bool:
+        if self.type == "expect_column_values_to_be_unique":
+            return True  # a duplicate is always a row to set aside
         return self.type in COLUMN_MAP and self.kwargs.get("mostly", 1.0) >= 1.0
 
 
@@ -145,17 +147,31 @@ def failing(e: Expectation, df: DataFrame) -> Column:
             inside = inside & ~F.isnan(col)
         return col.isNotNull() & ~inside
     if e.type == "expect_column_values_to_be_unique":
-        # a contract describes one daily partition: keys are unique within each day
-        scope = [col, F.col("dt")] if "dt" in df.columns and column != "dt" else [col]
-        return col.isNotNull() & (F.count(F.lit(1)).over(Window.partitionBy(*scope)) > 1)
+        return F.col(_duplicate_flag(column)).isNotNull()
     raise ValueError(e.type)
+
+
+def _duplicate_flag(column: str) -> str:
+    return f"__duplicate_{column}"
+
+
+def _flag_duplicates(df: DataFrame, column: str) -> DataFrame:
+    """Mark rows whose key occurs more than once in its day: one key-only aggregation and a join."""
+    scope = [column, "dt"] if "dt" in df.columns and column != "dt" else [column]
+    duplicates = (df.where(F.col(column).isNotNull()).groupBy(*scope).count().where(F.col("count") > 1)
+                  .select(*scope, F.lit(True).alias(_duplicate_flag(column))))
+    return df.join(duplicates, scope, "left")
 
 
 def annotate(df: DataFrame, contract: Contract) -> DataFrame:
     """Add `failed_expectations`: the row rules each row breaks (empty when it passes)."""
+    unique = [e.kwargs["column"] for e in contract.row_rules if e.type == "expect_column_values_to_be_unique"]
+    columns = df.columns
+    for column in unique:
+        df = _flag_duplicates(df, column)
     checks = [F.when(failing(e, df), F.lit(e.name)) for e in contract.row_rules]
     failed = F.filter(F.array(*checks), lambda x: x.isNotNull()) if checks else F.array().cast("array<string>")
-    return df.withColumn(FAILED, failed)
+    return df.select(*columns, failed.alias(FAILED))
 
 
 # -- batch rules from one aggregation ------------------------------------------------------

@@ -99,7 +99,7 @@ def run(params: Params, lake, tracking_uri: str, day: date, model_ref: str | Non
     check_contract_version(model, features_contract, params.validation)
     run_id = lineage.run_id()
     checked = validate_frame(lake.read_partition("features", day), features_contract, params.validation,
-                             f"features dt={day}", params.data.key)
+                             f"features dt={day}", params.data.key, persist=True)
     lake.replace_partition(quarantine_frame(checked.annotated, params.data.key, run_id), "quarantine", day)
     raise_on_failure(checked.report, checked.text)
     booster = mlflow.lightgbm.load_model(model.uri)

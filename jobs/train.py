@@ -82,11 +82,11 @@ def run(params: Params, lake, tracking_uri: str, as_of: date) -> tuple[registry.
     features_contract = load_contract("features")
     span = f"{window.first}..{window.last}"
     features = validate_frame(lake.read_range("features", window.first, window.last), features_contract,
-                              params.validation, f"features {span}", d.key)
+                              params.validation, f"features {span}", d.key, persist=True)
     raise_on_failure(features.report, features.text)
     labels = validate_frame(
         lake.read_range("labels", window.first, window.last).where(F.col("available_at") <= F.lit(as_of)),
-        load_contract("labels"), params.validation, f"labels {span}", d.key)
+        load_contract("labels"), params.validation, f"labels {span}", d.key, persist=True)
     raise_on_failure(labels.report, labels.text)
     frame = (features.passed.join(labels.passed.select(d.key, "dt", d.label), [d.key, "dt"], "inner")
              .toPandas())

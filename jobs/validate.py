@@ -27,10 +27,16 @@ class Validated:
 
 
 def validate_frame(df: DataFrame, contract: c.Contract, policy: ValidationParams, what: str,
-                   key: str | None) -> Validated:
-    """Schema first (no job), then row rules and batch rules in one pass over the data."""
+                   key: str | None, persist: bool = False) -> Validated:
+    """Schema first (no job), then row rules and batch rules in one aggregation over the data.
+
+    `persist` keeps the annotated rows for callers that go on to use them (scoring,
+    training); a check alone reads the data once and keeps nothing.
+    """
     c.check_schema(df, contract, what)
-    annotated = c.annotate(df, contract).persist(StorageLevel.MEMORY_AND_DISK)
+    annotated = c.annotate(df, contract)
+    if persist:
+        annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         report = c.measure(annotated, contract, policy, what)
     except READ_ERRORS as exc:
