@@ -1,4 +1,4 @@
-"""A small client for Airflow 3's REST API (v2): log in, unpause, trigger, follow a run."""
+"""A small client for Airflow 3's REST API (v2): log in, unpause, trigger, backfill, follow runs."""
 
 from __future__ import annotations
 
@@ -24,45 +24,71 @@ class AirflowClient:
                                  timeout=30)
         if response.status_code not in (200, 201):
             raise AirflowError(f"login to {self.base} as {username!r} failed: HTTP {response.status_code}")
-        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+        self.token = response.json()["access_token"]
+        self.session.headers["Authorization"] = f"Bearer {self.token}"
 
     @classmethod
     def from_password_file(cls, base_url: str, password_file: Path, username: str = "admin") -> AirflowClient:
         passwords = json.loads(password_file.read_text())
         return cls(base_url, username, passwords[username])
 
-    def _call(self, method: str, path: str, **kwargs) -> dict:
-        response = self.session.request(method, f"{self.base}/api/v2{path}", timeout=30, **kwargs)
+    def call(self, method: str, path: str, **kwargs) -> dict:
+        response = self.session.request(method, f"{self.base}/api/v2{path}", timeout=60, **kwargs)
         if response.status_code >= 400:
-            raise AirflowError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
+            raise AirflowError(f"{method} {path}: HTTP {response.status_code}: {response.text[:800]}")
         return response.json() if response.content else {}
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict:
-        """Wait until the dag-processor has parsed the DAG; import errors are reported."""
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 300) -> None:
+        """Wait until the dag-processor has parsed every DAG; import errors are reported."""
         deadline = time.monotonic() + timeout
+        missing = list(dag_ids)
         while time.monotonic() < deadline:
-            try:
-                return self._call("GET", f"/dags/{dag_id}")
-            except AirflowError:
-                errors = self._call("GET", "/importErrors").get("import_errors", [])
-                if errors:
-                    raise AirflowError("DAG import errors:\n" + "\n".join(e["stack_trace"] for e in errors)) from None
-                time.sleep(2)
-        raise AirflowError(f"DAG {dag_id} was not parsed within {timeout:.0f} s")
+            missing = [d for d in dag_ids if not self._exists(d)]
+            if not missing:
+                return
+            errors = self.call("GET", "/importErrors").get("import_errors", [])
+            if errors:
+                raise AirflowError("DAG import errors:\n" + "\n".join(e["stack_trace"] for e in errors))
+            time.sleep(2)
+        raise AirflowError(f"DAGs {missing} were not parsed within {timeout:.0f} s")
+
+    def _exists(self, dag_id: str) -> bool:
+        try:
+            self.call("GET", f"/dags/{dag_id}")
+            return True
+        except AirflowError:
+            return False
 
     def unpause(self, dag_id: str) -> None:
-        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
     def trigger(self, dag_id: str, conf: dict | None = None, logical_date: str | None = None) -> str:
         body = {"logical_date": logical_date, "conf": conf or {}}
-        return self._call("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
+        return self.call("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
+
+    def backfill(self, dag_id: str, first: str, last: str, conf: dict | None = None, max_active_runs: int = 1,
+                 reprocess: str = "none") -> dict:
+        """What `airflow backfill create` does: the scheduler runs every interval of the range."""
+        return self.call("POST", "/backfills", json={
+            "dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
+            "run_backwards": False, "dag_run_conf": conf or {}, "reprocess_behavior": reprocess,
+            "max_active_runs": max_active_runs})
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, "order_by": "logical_date"})[
+            "dag_runs"]
 
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        items = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        items = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in items}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        entry = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+                          params={"deserialize": True, "stringify": False})
+        return entry.get("value")
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 1800,
              on_change: Callable[[str, str | None], None] | None = None) -> str:

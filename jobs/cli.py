@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -12,42 +13,93 @@ from typing import Annotated, Any
 import typer
 from dotenv import load_dotenv
 
-from jobs.errors import BatchloopError, InvalidParameter
+from jobs.errors import BatchloopError, ContractViolation, InvalidParameter, ServiceUnavailable
 from jobs.settings import PROJECT_ROOT
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Training snapshots under DVC.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 log = logging.getLogger("batchloop")
 
-DateOpt = Annotated[str, typer.Option(help="day, YYYY-MM-DD")]
+_RESULT_FILE: list[Path] = []
+EXIT_REFUSED = 2      # a BatchloopError: the input, data or model is not acceptable
+EXIT_UNAVAILABLE = 3  # a service is down: retrying later can succeed
+DateOpt = Annotated[str, typer.Option("--date", help="day, YYYY-MM-DD")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="models:/NAME/VERSION or models:/NAME@ALIAS")]
 
 
 def parse_date(value: str, name: str = "--date") -> date:
     """A calendar date in ISO form, or an error that names the parameter."""
     try:
+        if len(value) != 10:
+            raise ValueError(value)
         return date.fromisoformat(value)
     except (TypeError, ValueError):
         raise InvalidParameter(f"{name} {value!r} is not a date: use YYYY-MM-DD") from None
 
 
-def _context():
-    """Parse settings once and open the lake: shared by every Spark command."""
-    from jobs.lake import Lake
+def optional_date(value: str | None, name: str) -> date | None:
+    """A date, or None when the option is absent or empty."""
+    return parse_date(value, name) if value else None
+
+
+def in_repo(env, folder: Path) -> Path:
+    """A snapshot folder: relative paths are inside the DVC repository."""
+    return folder if folder.is_absolute() else env.dvc_root / folder
+
+
+def parse_model(value: str | None, name: str = "--model") -> str | None:
+    """A registry reference (never a path), checked before any work."""
+    from jobs.registry import parse_model_ref
+
+    if not value:  # an empty value (a DAG's unset parameter) means the default
+        return None
+    try:
+        parse_model_ref(value)
+    except InvalidParameter as exc:
+        raise InvalidParameter(f"{name}: {exc}") from None
+    return value
+
+
+def _settings():
     from jobs.settings import load_env, load_params
+
+    return load_params(), load_env()
+
+
+def _lake(env, app_name: str):
+    """The Spark session and the production lake, built once per command."""
+    from jobs.lake import Lake
     from jobs.spark import build_session
 
-    params, env = load_params(), load_env()
-    spark = build_session(env, app_name=f"batchloop-{sys.argv[1] if len(sys.argv) > 1 else 'cli'}")
-    return params, env, Lake(spark, env)
+    return Lake(build_session(env, app_name=f"batchloop-{app_name}"), env)
 
 
 def _emit(result: dict[str, Any]) -> None:
-    typer.echo(json.dumps(result, default=str, indent=1))
+    text = json.dumps(result, default=str, indent=1)
+    typer.echo(text)
+    for path in _RESULT_FILE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@app.callback()
+def main_options(
+    result_file: Annotated[Path | None, typer.Option(help="also write the command's JSON result here")] = None,
+    params: Annotated[Path | None, typer.Option(help="params.yaml to use (default: BATCHLOOP_PARAMS or the "
+                                                     "project's)")] = None,
+) -> None:
+    """Batch scoring and continuous retraining: every step of the pipeline is a command here."""
+    if result_file:
+        _RESULT_FILE.append(result_file)
+    if params:
+        os.environ["BATCHLOOP_PARAMS"] = str(params.resolve())
 
 
 @app.command()
 def generate(
-    start: DateOpt,
-    days: Annotated[int, typer.Option(min=1, help="number of days")] = 1,
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
+    days: Annotated[int, typer.Option(min=1, max=3660, help="number of days")] = 1,
     rows: Annotated[int | None, typer.Option(min=1, help="subscribers per day (default: params.yaml)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: params.yaml)")] = None,
 ) -> None:
@@ -55,80 +107,327 @@ def generate(
     from jobs import generate as job
 
     first = parse_date(start, "--start")
-    params, _, lake = _context()
-    _emit(job.run(params.generator, params.data, lake, first, days,
-                  rows or params.generator.rows,
+    params, env = _settings()
+    lake = _lake(env, "generate")
+    _emit(job.run(params.generator, params.data, lake, first, days, rows or params.generator.rows,
                   params.generator.seed if seed is None else seed))
 
 
 @app.command()
-def train(
-    as_of: Annotated[str | None, typer.Option("--as-of", help="train on labels known on this day "
-                                                                "(default: train.as_of in params.yaml)")] = None,
-    metrics_out: Annotated[Path | None, typer.Option(help="write the run's metrics here as JSON")] = None,
+def snapshot(
+    as_of: Annotated[str, typer.Option("--as-of", help="use the labels known on this day, YYYY-MM-DD")],
+    out: Annotated[Path, typer.Option(help="snapshot folder inside the DVC repository")] = Path("data/snapshot"),
+    track: Annotated[bool, typer.Option(help="`dvc add` and push it (off under `dvc repro`, which tracks it)")] = False,
 ) -> None:
-    """Train on the labelled window, register a new version in MLflow."""
-    from jobs import train as job
+    """Write the labelled training window known on a day as a snapshot folder."""
+    from jobs import snapshot as job
+    from jobs import versioning
 
-    params, env, lake = _context()
-    day = parse_date(as_of, "--as-of") if as_of else params.train.as_of
-    model, metrics = job.run(params, lake, env.mlflow_tracking_uri, day)
-    if metrics_out:
-        metrics_out.parent.mkdir(parents=True, exist_ok=True)
-        metrics_out.write_text(json.dumps({"model": model.uri, **metrics}, indent=1, sort_keys=True))
-    _emit({"model": model.uri, "alias": model.alias, "run_id": model.run_id})
-
-
-@app.command()
-def score(
-    date_: Annotated[str, typer.Option("--date", help="day to score, YYYY-MM-DD")],
-    model: Annotated[str | None, typer.Option(help="models:/NAME@ALIAS or models:/NAME/VERSION")] = None,
-) -> None:
-    """Score one day into the `scores` table."""
-    from jobs import score as job
-    from jobs.registry import parse_model_ref
-
-    day = parse_date(date_)
-    if model:
-        parse_model_ref(model)
-    params, env, lake = _context()
-    _emit(job.run(params, lake, env.mlflow_tracking_uri, day, model))
-
-
-@app.command()
-def drift(
-    date_: Annotated[str, typer.Option("--date", help="scored day, YYYY-MM-DD")],
-    model: Annotated[str | None, typer.Option(help="reference model (default: the one that scored the day)")] = None,
-) -> None:
-    """Compare one scored day with the model's reference profile."""
-    from jobs import drift as job
-    from jobs.registry import parse_model_ref
-
-    day = parse_date(date_)
-    if model:
-        parse_model_ref(model)
-    params, env, lake = _context()
-    summary = job.run(params, lake, env.mlflow_tracking_uri, day, model)
-    _emit({k: v for k, v in summary.items() if k != "metrics"})
+    day = parse_date(as_of, "--as-of")
+    params, env = _settings()
+    folder = in_repo(env, out)
+    record = job.write(_lake(env, "snapshot"), params.data, params.train, day, folder)
+    record["path"] = str(folder)
+    if track:
+        record["dvc"] = versioning.track(env, folder).as_tags()
+    _emit(record)
 
 
 @app.command()
 def validate(
-    dataset: Annotated[str, typer.Option(help="features or labels (expectations/<dataset>.json)")],
-    date_: Annotated[str, typer.Option("--date", help="partition day, YYYY-MM-DD")],
+    dataset: Annotated[str | None, typer.Option(help="features or labels (expectations/<dataset>.json)")] = None,
+    date_: Annotated[str | None, typer.Option("--date", help="partition day, YYYY-MM-DD")] = None,
+    snapshot_dir: Annotated[Path | None, typer.Option("--snapshot", help="a training snapshot folder instead")] = None,
+    report: Annotated[Path | None, typer.Option(help="write the findings here as JSON")] = None,
+    docs: Annotated[bool, typer.Option(help="render Data Docs and upload them to the reports bucket")] = True,
 ) -> None:
-    """Check one partition against its contract; print a summary; exit 1 when the contract fails."""
-    from jobs.contract import summary
+    """Check a partition (or a snapshot) against its contract; print a summary; exit 1 when it fails."""
+    from jobs import datadocs, lineage
+    from jobs import snapshot as snapshots
+    from jobs.contract import combine, load_contract
     from jobs.lake import check_identifier
-    from jobs.validate import validate_partition
+    from jobs.validate import validate_frame, validate_partition
+
+    if (snapshot_dir is None) == (dataset is None or date_ is None):
+        raise InvalidParameter("give --dataset and --date, or --snapshot")
+    day = parse_date(date_) if date_ else None
+    if dataset:
+        check_identifier(dataset, "--dataset")
+    params, env = _settings()
+    lake = _lake(env, "validate")
+    if snapshot_dir is not None:
+        snapshot_dir = in_repo(env, snapshot_dir)
+        contract = combine("snapshot", load_contract("features"), load_contract("labels"))
+        window = snapshots.read_window(snapshot_dir)["window"]
+        checked = validate_frame(snapshots.read(lake.spark, snapshot_dir), contract, params.validation,
+                                 f"snapshot {window['first']}..{window['last']}", params.data.key)
+        name, label = "snapshot", window["as_of"]
+    else:
+        checked = validate_partition(lake, dataset, day, params.validation, params.data.key)
+        name, label = f"{lake.namespace}.{dataset}", day.isoformat()
+    typer.echo(checked.text)
+    record = checked.record(lineage.run_id())
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps({k: v for k, v in record.items() if k != "contract_document"}, indent=1,
+                                     default=str))
+    if docs:
+        published = datadocs.publish(env, record, name, label)
+        typer.echo(f"Data Docs: {published['data_docs']}")
+    if checked.report.verdict == "fail":
+        raise ContractViolation(f"{name} {label} breaks its contract (see the summary above)")
+
+
+@app.command()
+def train(
+    snapshot_dir: Annotated[Path, typer.Option("--snapshot", help="snapshot folder (batchloop snapshot)")] =
+    Path("data/snapshot"),
+    metrics_out: Annotated[Path | None, typer.Option(help="write the run's metrics here as JSON")] = None,
+    push: Annotated[bool, typer.Option(help="push the snapshot to the DVC remote")] = True,
+) -> None:
+    """Train on a snapshot, register the version in MLflow as @challenger."""
+    from jobs import train as job
+
+    params, env = _settings()
+    trained = job.run(params, _lake(env, "train").spark, env, in_repo(env, snapshot_dir), push=push)
+    result = {"model": trained.model.uri, "version": trained.model.version, "window": trained.window.as_dict(),
+              "dvc_md5": trained.model.tags.get("dvc_md5"), **trained.metrics}
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps(result, indent=1, sort_keys=True))
+    _emit(result)
+
+
+def _model_from(model: str | None, model_from: Path | None) -> str:
+    if model_from is not None:
+        return json.loads(model_from.read_text())["model"]
+    if model is None:
+        raise InvalidParameter("give --model models:/NAME/VERSION (or --model-from metrics/train.json)")
+    return model
+
+
+@app.command()
+def evaluate(
+    model: ModelOpt = None,
+    model_from: Annotated[Path | None, typer.Option(help="read the model from `batchloop train`'s metrics file")] = None,
+    snapshot_dir: Annotated[Path | None, typer.Option("--snapshot", help="the version's snapshot "
+                                                                           "(default: restored from DVC)")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the evaluation here as JSON")] = None,
+) -> None:
+    """Score the challenger's holdout with it and the champion; log both to MLflow."""
+    from jobs import promotion
+
+    ref = parse_model(_model_from(model, model_from))
+    params, env = _settings()
+    lake = _lake(env, "evaluate")
+    folder = in_repo(env, snapshot_dir) if snapshot_dir else _restore(params, env, ref)
+    evaluation = promotion.evaluate(params, lake.spark, env, ref, folder)
+    result = {"challenger": evaluation.challenger.uri,
+              "champion": evaluation.champion.uri if evaluation.champion else None,
+              "evaluation_run_id": evaluation.run_id, **evaluation.metrics}
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, sort_keys=True))
+    _emit(result)
+
+
+def _restore(params, env, ref: str) -> Path:
+    from jobs import registry, versioning
+
+    client = registry.client(env.mlflow_tracking_uri)
+    m = registry.resolve(client, ref)
+    dest = env.state_dir / "restored" / f"{m.name}-v{m.version}"
+    return versioning.restore(env, m.tags["dvc_md5"], int(m.tags["dvc_size"]), int(m.tags["dvc_nfiles"]), dest)
+
+
+@app.command()
+def gate(
+    model: ModelOpt = None,
+    model_from: Annotated[Path | None, typer.Option(help="read the model from `batchloop train`'s metrics file")] = None,
+) -> None:
+    """Apply the promotion gate (params.yaml `gate`) to the latest evaluation; record the verdict."""
+    from jobs import promotion
+
+    ref = parse_model(_model_from(model, model_from))
+    params, env = _settings()
+    verdict = promotion.decide(params, env, ref)
+    _emit({**verdict.as_dict(), "reasons": verdict.reasons})
+
+
+@app.command()
+def promote(
+    model: ModelOpt = None,
+    model_from: Annotated[Path | None, typer.Option(help="read the model from `batchloop train`'s metrics file")] = None,
+    reason: Annotated[str, typer.Option(help="why: recorded in the alias history")] = "",
+    rollback: Annotated[bool, typer.Option(help="give @champion back to the previous champion")] = False,
+    if_gate_passed: Annotated[bool, typer.Option(help="the pipeline's step: promote only a passed challenger, "
+                                                      "and only in gate.mode auto")] = False,
+    force: Annotated[bool, typer.Option(help="promote although the gate did not pass (needs --reason)")] = False,
+    effective_from: Annotated[str | None, typer.Option(help="first scored day the change applies to, YYYY-MM-DD")]
+    = None,
+    model_name: Annotated[str | None, typer.Option(help="registered model to roll back "
+                                                        "(default: model.name in params.yaml)")] = None,
+) -> None:
+    """Move @champion: promote a version, apply the gate's verdict, or roll back."""
+    from jobs import promotion
+
+    when = optional_date(effective_from, "--effective-from")
+    if model_name:
+        parse_model(f"models:/{model_name}@champion", "--model-name")
+    params, env = _settings()
+    if rollback:
+        if len(reason.strip()) < 3:
+            raise InvalidParameter("--rollback needs a --reason (it is recorded in the alias history)")
+        _emit(promotion.rollback(params, env, model_name or params.model.name, reason, when))
+        return
+    ref = parse_model(_model_from(model, model_from))
+    if if_gate_passed:
+        _emit(promotion.apply_gate(params, env, ref))
+        return
+    if len(reason.strip()) < 3:
+        raise InvalidParameter("--reason is required: it is recorded in the alias history")
+    _emit(promotion.promote(params, env, ref, reason, when, force=force))
+
+
+@app.command()
+def score(
+    date_: DateOpt,
+    model: ModelOpt = None,
+    champion_as_of: Annotated[str | None, typer.Option(help="score with the champion of this day instead of the "
+                                                            "scored day's")] = None,
+    shadow: Annotated[bool, typer.Option(help="also score the challenger into scores_shadow")] = True,
+) -> None:
+    """Score one day into `scores` (default model: the champion on that day, from the alias history)."""
+    from jobs import score as job
 
     day = parse_date(date_)
-    check_identifier(dataset, "--dataset")
-    params, _, lake = _context()
-    checked = validate_partition(lake, dataset, day, params.validation, params.data.key)
-    typer.echo(summary(checked.report, None) if not checked.report.quarantined else checked.text)
-    if checked.report.verdict == "fail":
-        raise typer.Exit(1)
+    ref = parse_model(model)
+    as_of = optional_date(champion_as_of, "--champion-as-of")
+    params, env = _settings()
+    lake = _lake(env, "score")
+    _emit(job.run(params, lake, lake, env, day, ref, as_of=as_of, shadow=shadow))
+
+
+@app.command()
+def drift(date_: DateOpt, model: ModelOpt = None) -> None:
+    """Drift of one scored day against the reference of the model that scored it (or --model)."""
+    from jobs import drift as job
+
+    day = parse_date(date_)
+    ref = parse_model(model)
+    params, env = _settings()
+    _emit(job.run(params, _lake(env, "drift"), env, day, ref))
+
+
+@app.command()
+def monitor(date_: Annotated[str, typer.Option("--date", help="the day labels matured, YYYY-MM-DD")]) -> None:
+    """Quality of what was served label_delay_days ago, now that its labels are known."""
+    from jobs import monitor as job
+
+    day = parse_date(date_)
+    params, env = _settings()
+    _emit(job.run(params, _lake(env, "monitor"), day))
+
+
+@app.command()
+def policy(
+    as_of: Annotated[str, typer.Option("--as-of", help="decide on this day, YYYY-MM-DD")],
+    force: Annotated[bool, typer.Option(help="retrain whatever the policy says (logged as forced)")] = False,
+) -> None:
+    """The retraining policy's decision and reasons (logged to MLflow, "no" included)."""
+    from jobs import retraining
+
+    day = parse_date(as_of, "--as-of")
+    params, env = _settings()
+    _emit(retraining.decide(params, _lake(env, "policy"), env.mlflow_tracking_uri, day, force=force))
+
+
+@app.command()
+def retro(
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD")],
+    namespace: Annotated[str, typer.Option(help="where to write (never the production namespace)")],
+    model: ModelOpt = None,
+    champion_as_of: Annotated[str | None, typer.Option(help="use the champion of this day")] = None,
+    model_name: Annotated[str | None, typer.Option(help="registered model for --champion-as-of "
+                                                        "(default: model.name in params.yaml)")] = None,
+    compare: Annotated[bool, typer.Option(help="diff against what production served")] = True,
+) -> None:
+    """Retro-test: score a date range with one model into its own namespace."""
+    from jobs import retro as job
+    from jobs.lake import check_identifier
+
+    first, last = parse_date(start, "--start"), parse_date(end, "--end")
+    ref = parse_model(model)
+    as_of = optional_date(champion_as_of, "--champion-as-of")
+    check_identifier(namespace, "--namespace")
+    params, env = _settings()
+    if model_name:
+        parse_model(f"models:/{model_name}@champion", "--model-name")
+        params = params.model_copy(update={"model": params.model.model_copy(update={"name": model_name})})
+    _emit(job.run(params, _lake(env, "retro"), env, ref, as_of, first, last, namespace, compare))
+
+
+@app.command()
+def publish(
+    date_: DateOpt,
+    dataset: Annotated[str, typer.Option(help="the validated dataset, e.g. batchloop.features")] = "",
+) -> None:
+    """Render the Data Docs of a day's stored validation records (no Spark)."""
+    from jobs import datadocs
+    from jobs.settings import load_env
+
+    day = parse_date(date_)
+    env = load_env()
+    name = dataset or f"{env.database}.features"
+    _emit({"date": day.isoformat(), "data_docs": datadocs.publish_pending(env, name, day.isoformat())})
+
+
+@data_app.command("restore")
+def data_restore(
+    model: Annotated[str, typer.Option(help="registered model name")],
+    version: Annotated[int, typer.Option(min=1, help="model version")],
+    out: Annotated[Path | None, typer.Option(help="destination folder (default: .batchloop/restored/NAME-vN)")] = None,
+) -> None:
+    """Pull the exact training snapshot of a model version from the DVC remote and verify its hash."""
+    from jobs import registry, versioning
+
+    ref = parse_model(f"models:/{model}/{version}")
+    _, env = _settings()
+    m = registry.resolve(registry.client(env.mlflow_tracking_uri), ref)
+    dest = out or env.state_dir / "restored" / f"{m.name}-v{m.version}"
+    path = versioning.restore(env, m.tags["dvc_md5"], int(m.tags["dvc_size"]), int(m.tags["dvc_nfiles"]), dest)
+    _emit({"model": m.uri, "dvc_md5": m.tags["dvc_md5"], "restored": str(path), "verified": True,
+           "window": m.tags.get("training_window")})
+
+
+@app.command()
+def lineage(
+    date_: DateOpt,
+    key: Annotated[int | None, typer.Option(help="a subscriber id: show its score row too")] = None,
+    table: Annotated[str, typer.Option(help="scores or scores_shadow")] = "scores",
+) -> None:
+    """Trace a day's scores back to the model version, its data snapshot, code and contract."""
+    from jobs import registry
+    from jobs.lake import check_identifier
+
+    day = parse_date(date_)
+    check_identifier(table, "--table")
+    params, env = _settings()
+    lake = _lake(env, "lineage")
+    manifest = lake.manifest(table, day)
+    if manifest is None:
+        raise InvalidParameter(f"{lake.namespace}.{table} has no manifest for {day}: was it scored?")
+    m = registry.resolve(registry.client(env.mlflow_tracking_uri), manifest["model_uri"])
+    out: dict[str, Any] = {"partition": manifest, "model": {
+        "uri": m.uri, "resolved_from": manifest.get("model_reference"), "training_run_id": m.run_id,
+        **{k: m.tags.get(k) for k in ("training_window", "as_of", "dvc_md5", "dvc_record", "git_commit",
+                                      "params_hash", "contract_fingerprint", "airflow_run_id", "gate_passed")}},
+        "restore": f"batchloop data restore --model {m.name} --version {m.version}"}
+    if key is not None:
+        row = lake.read_partition(table, day).where(f"{params.data.key} = {int(key)}").first()
+        out["row"] = row.asDict() if row else None
+    _emit(out)
 
 
 @app.command()
@@ -138,7 +437,8 @@ def sql(
     limit: Annotated[int, typer.Option(help="rows to print at most")] = 50,
 ) -> None:
     """Query the lake (tables of the batchloop database) and print the result."""
-    _, _, lake = _context()
+    _, env = _settings()
+    lake = _lake(env, "sql")
     lake.spark.sql(f"USE `{lake.namespace}`")
     result = lake.spark.sql(query)
     if as_json:
@@ -151,15 +451,24 @@ def sql(
 def main() -> None:
     """Entry point: settings from .env, one clear line and a non-zero exit on known failures."""
     load_dotenv(PROJECT_ROOT / ".env", override=False)
+    # stdout carries the command's JSON result: MLflow must not print links or progress bars there
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "urllib3", "botocore", "alembic", "mlflow.store"):
+    for noisy in ("py4j", "urllib3", "botocore", "alembic", "mlflow.store", "great_expectations",
+                  "mlflow.tracking", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code = app(standalone_mode=False)
-    except BatchloopError as exc:
+    except ServiceUnavailable as exc:  # worth a retry
         typer.echo(f"batchloop: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_UNAVAILABLE)
+    except BatchloopError as exc:  # bad input, data or model: a retry would fail the same way
+        typer.echo(f"batchloop: error: {exc}", err=True)
+        sys.exit(EXIT_REFUSED)
     except Exception as exc:
         import click
 

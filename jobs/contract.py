@@ -100,6 +100,25 @@ def load_contract(name: str, directory: Path | None = None) -> Contract:
     return Contract(name=document["name"], expectations=expectations, document=document)
 
 
+def combine(name: str, *contracts: Contract) -> Contract:
+    """One contract for a frame that joins several datasets (a training snapshot: features and labels).
+
+    Column-set rules merge into one over the union of columns; identical rules appear once.
+    """
+    merged: list[Expectation] = []
+    columns: list[str] = []
+    for contract in contracts:
+        for e in contract.expectations:
+            if e.type == "expect_table_columns_to_match_set":
+                columns += [c for c in e.kwargs["column_set"] if c not in columns]
+            elif e not in merged:
+                merged.append(e)
+    if columns:
+        merged.insert(0, Expectation("expect_table_columns_to_match_set", {"column_set": columns, "exact_match": True}))
+    document = {"name": name, "expectations": [{"type": e.type, "kwargs": e.kwargs} for e in merged]}
+    return Contract(name=name, expectations=tuple(merged), document=document)
+
+
 def changed_expectations(old: dict[str, Any], new: Contract) -> list[str]:
     """Names of the expectations added, removed or changed between a stored suite and the current one."""
     before = {Expectation(e["type"], e.get("kwargs", {})).name: e.get("kwargs", {}) for e in old["expectations"]}
@@ -242,24 +261,33 @@ def measure(annotated: DataFrame, contract: Contract, policy: ValidationParams, 
     return report
 
 
-def summary(report: Report, sample: dict[str, list[Any]] | None = None) -> str:
+def summary(report: Report, sample: dict[str, dict[str, list[Any]]] | None = None) -> str:
     """A readable table: expectation, failed rows, share, verdict, sample of failing keys."""
     lines = [f"{report.dataset}: {report.rows} rows = {report.passed} passed + {report.quarantined} quarantined; "
              f"verdict {report.verdict.upper()} (contract {report.fingerprint})"]
     for f in report.findings:
         if f.verdict == "pass" and not f.failed_rows:
             continue
-        keys = (sample or {}).get(f.expectation)
+        keys = (sample or {}).get(f.expectation, {}).get("keys")
         lines.append(f"  {f.verdict:10} {f.expectation:60} {f.failed_rows:>9} ({f.share:.2%}) {f.detail}"
                      + (f"  e.g. keys {keys}" if keys else ""))
     return "\n".join(lines)
 
 
-def sample_failing_keys(annotated: DataFrame, key: str, n: int = 5) -> dict[str, list[Any]]:
-    """A few failing keys per row rule, from the quarantined rows only."""
-    rows = (annotated.where(F.size(FAILED) > 0).select(key, F.explode(FAILED).alias("e"))
-            .groupBy("e").agg(F.slice(F.sort_array(F.collect_set(key)), 1, n).alias("keys")).collect())
-    return {r["e"]: list(r["keys"]) for r in rows}
+def sample_failures(annotated: DataFrame, key: str, contract: Contract, n: int = 5,
+                    bound: int = 5000) -> dict[str, dict[str, list[Any]]]:
+    """A few failing keys and values per row rule, from at most `bound` quarantined rows."""
+    columns = sorted({e.kwargs["column"] for e in contract.row_rules} - {key})
+    rows = annotated.where(F.size(FAILED) > 0).select(key, FAILED, *columns).limit(bound).collect()
+    by_rule = {e.name: e.kwargs["column"] for e in contract.row_rules}
+    out: dict[str, dict[str, list[Any]]] = {}
+    for row in sorted(rows, key=lambda r: str(r[key])):
+        for rule in row[FAILED]:
+            entry = out.setdefault(rule, {"keys": [], "values": []})
+            if len(entry["keys"]) < n:
+                entry["keys"].append(row[key])
+                entry["values"].append(row[by_rule[rule]])
+    return out
 
 
 def raise_on_failure(report: Report, text: str) -> None:

@@ -1,112 +1,297 @@
-"""Drift of one scoring day against the reference profile of the model that scored it."""
+"""Drift of one scored day against the reference profile of the model that scored it.
+
+One Spark job reads the day's features and scores together (a union, grouped by
+source) and folds them into histograms on the reference's bins (jobs.histogram); every
+statistic is then computed from those counts in the driver (jobs.drift_stats). Each
+feature gets every applicable method; the decisive one is chosen by column type and
+reference size, as Evidently chooses (Wasserstein or Jensen-Shannon for large
+references, Kolmogorov-Smirnov or chi-square for small), unless params.yaml overrides
+it. Results go to `drift_metrics` (a row per feature and method), a JSON summary and a
+self-contained HTML report in the reports bucket and in MLflow.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import tempfile
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from jobs import lineage, registry
-from jobs.reference import psi
-from jobs.settings import Params
+from jobs import alerts, drift_stats, histogram, lineage, objectstore, registry
+from jobs.histogram import CategoryCounts, NumericHistogram
+from jobs.lake import Lake
+from jobs.reference import categorical_from, numeric_from
+from jobs.settings import DriftParams, Env, Params
 from jobs.train import PROFILE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "batchloop-drift"
+SOURCE = "__source"
+SHARE_METHODS = ("missing_share", "unseen_share")
 
 
-def cumulative_to_counts(cumulative: list[int], total: int) -> list[int]:
-    """Counts per bin from counts of (x <= edge_i) and the non-null total."""
-    return np.diff([0, *cumulative, total]).astype(int).tolist()
+# -- choosing and judging --------------------------------------------------------------------------
+def default_method(kind: str, reference_rows: int, distinct: int, small_sample_rows: int) -> str:
+    """The decisive test by column type and reference size, as Evidently's defaults choose it."""
+    small = reference_rows <= small_sample_rows
+    if kind == "categorical" or distinct <= 5:
+        return "chisquare" if small else "jensenshannon"
+    return "ks" if small else "wasserstein"
 
 
-def numeric_bin_counts(df: DataFrame, edges: dict[str, list[float]]) -> dict[str, list[int]]:
-    """Bin counts of every numeric column against its reference edges, in one aggregation."""
-    aggs = []
-    for col, col_edges in edges.items():
-        aggs.append(F.count(F.col(col)).alias(f"{col}__n"))
-        aggs.extend(F.sum((F.col(col) <= F.lit(e)).cast("long")).alias(f"{col}__{i}")
-                    for i, e in enumerate(col_edges))
-    row = df.agg(*aggs).first().asDict()
-    return {col: cumulative_to_counts([row[f"{col}__{i}"] or 0 for i in range(len(e))], row[f"{col}__n"])
-            for col, e in edges.items()}
+def threshold(method: str, feature: str, drift: DriftParams, learned: dict[str, Any]) -> float:
+    """The fixed threshold, or mean + k deviations of the statistic over reference days when learned."""
+    fixed = float(getattr(drift.thresholds, method))
+    stats = learned.get(feature, {}).get(method)
+    if drift.learned_thresholds.enabled and stats and method not in drift_stats.P_VALUE_METHODS:
+        return float(stats["mean"] + drift.learned_thresholds.k * stats["std"])
+    return fixed
 
 
-def category_counts(df: DataFrame, columns: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """Value counts of every categorical column, in one grouped pass."""
-    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(c).cast("string").alias("value"))
-                                for c in columns]))
-    rows = df.select(pairs.alias("p")).groupBy("p.feature", "p.value").count().collect()
-    out: dict[str, dict[str, int]] = {c: {} for c in columns}
-    for r in rows:
-        out[r["feature"]][str(r["value"])] = int(r["count"])
-    return out
+def _row(method: str, value: tuple[float, float | None], limit: float, decisive: bool) -> dict[str, Any]:
+    statistic, p_value = value
+    return {"method": method, "statistic": float(statistic), "threshold": float(limit),
+            "drifted": drift_stats.drifted(method, statistic, p_value, limit), "decisive": decisive,
+            "p_value": None if p_value is None else float(p_value)}
 
 
-def category_psi(reference: dict[str, int], current: dict[str, int]) -> float:
-    cats = sorted(set(reference) | set(current))
-    return psi([reference.get(c, 0) for c in cats], [current.get(c, 0) for c in cats])
+def judge_numeric(feature: str, ref: NumericHistogram, cur: NumericHistogram, coarse: np.ndarray, kind: str,
+                  drift: DriftParams, learned: dict[str, Any], decisive: str | None = None) -> dict[str, Any]:
+    """Every numeric method for one column, the decisive one marked, and the missing-share check."""
+    distinct = int(np.count_nonzero(ref.counts))
+    chosen = decisive or drift.overrides.get(feature) or default_method("numeric", ref.n, distinct,
+                                                                        drift.small_sample_rows)
+    methods = []
+    for method in ("wasserstein", "ks", "psi", "jensenshannon", "kl"):
+        value = drift_stats.numeric_statistic(method, ref, cur, coarse)
+        limit = drift.prediction_threshold if (kind == "prediction" and method == "wasserstein") else \
+            threshold(method, feature, drift, learned)
+        methods.append(_row(method, value, limit, method == chosen))
+    ref_missing = ref.missing / max(ref.n + ref.missing, 1)
+    cur_missing = cur.missing / max(cur.n + cur.missing, 1)
+    methods.append(_row("missing_share", (cur_missing - ref_missing, None), drift.thresholds.missing_share, False))
+    plot = {"type": "numeric", "edges": ref.edges[coarse].tolist() if len(coarse) else [],
+            "reference": _shares(drift_stats.coarse_counts(ref, coarse)),
+            "current": _shares(drift_stats.coarse_counts(cur, coarse)),
+            "missing": {"reference": ref_missing, "current": cur_missing}}
+    return _feature(feature, kind, chosen, methods, plot)
 
 
-def compare(profile: dict[str, Any], numeric: dict[str, list[int]], categorical: dict[str, dict[str, int]],
-            score_counts: list[int] | None, threshold: float) -> list[dict[str, Any]]:
-    """One row per feature (and the score): PSI against the reference, threshold, verdict."""
-    rows = []
-    for col, counts in numeric.items():
-        rows.append(("numeric", col, psi(profile["numeric"][col]["counts"], counts)))
-    for col, counts in categorical.items():
-        rows.append(("categorical", col, category_psi(profile["categorical"][col]["counts"], counts)))
-    if score_counts is not None and "score" in profile:
-        rows.append(("prediction", "score", psi(profile["score"]["counts"], score_counts)))
-    return [{"kind": kind, "feature": name, "method": "psi", "statistic": float(value),
-             "threshold": threshold, "drifted": bool(value > threshold)} for kind, name, value in rows]
+def judge_categorical(feature: str, ref: CategoryCounts, cur: CategoryCounts, drift: DriftParams,
+                      learned: dict[str, Any]) -> dict[str, Any]:
+    """Every categorical method for one column, plus the shares of unseen and of missing values."""
+    chosen = drift.overrides.get(feature) or default_method("categorical", ref.n, len(ref.counts),
+                                                            drift.small_sample_rows)
+    methods = [_row(m, drift_stats.categorical_statistic(m, ref, cur), threshold(m, feature, drift, learned),
+                    m == chosen) for m in ("jensenshannon", "chisquare", "psi")]
+    unseen = sum(v for k, v in cur.counts.items() if k not in ref.counts)
+    total = cur.n + cur.missing
+    ref_missing = ref.missing / max(ref.n + ref.missing, 1)
+    cur_missing = cur.missing / max(total, 1)
+    methods.append(_row("unseen_share", (unseen / max(total, 1), None), drift.thresholds.unseen_share, False))
+    methods.append(_row("missing_share", (cur_missing - ref_missing, None), drift.thresholds.missing_share, False))
+    r, c, cats = drift_stats.aligned(ref, cur)
+    plot = {"type": "categorical", "categories": cats, "reference": _shares(r), "current": _shares(c),
+            "missing": {"reference": ref_missing, "current": cur_missing}}
+    return _feature(feature, "categorical", chosen, methods, plot)
 
 
-def run(params: Params, lake, tracking_uri: str, day: date, model_ref: str | None = None) -> dict[str, Any]:
-    """PSI of each feature and of the score for one day; written to `drift_metrics` and MLflow."""
-    import mlflow
+def _shares(counts: np.ndarray) -> list[float]:
+    total = float(np.sum(counts))
+    return [round(float(x) / total, 6) if total else 0.0 for x in counts]
 
-    client = registry.client(tracking_uri)
-    scores = lake.read_partition("scores", day)
-    if model_ref is None:
-        served = scores.select("model_name", "model_version").distinct().collect()
-        model_ref = f"models:/{served[0]['model_name']}/{served[0]['model_version']}"
-    model = registry.resolve(client, model_ref)
-    profile = registry.load_json_artifact(model, PROFILE_ARTIFACT)
+
+def _feature(feature: str, kind: str, chosen: str, methods: list[dict[str, Any]], plot: dict) -> dict[str, Any]:
+    decisive = next(m for m in methods if m["decisive"])
+    drifted = decisive["drifted"] or any(m["drifted"] for m in methods if m["method"] in SHARE_METHODS)
+    return {"feature": feature, "kind": kind, "decisive": chosen, "statistic": decisive["statistic"],
+            "p_value": decisive["p_value"], "threshold": decisive["threshold"], "drifted": bool(drifted),
+            "methods": methods, "plot": plot}
+
+
+def summarise(features: list[dict[str, Any]], prediction: dict[str, Any], multivariate: dict[str, Any],
+              importance: dict[str, float], drift: DriftParams) -> dict[str, Any]:
+    """Dataset-level verdicts: share of drifted features, the same weighted by importance, the breach."""
+    drifted = [f["feature"] for f in features if f["drifted"]]
+    share = len(drifted) / len(features) if features else 0.0
+    weights = {f["feature"]: importance.get(f["feature"], 0.0) for f in features}
+    weighted = sum(weights[f] for f in drifted) / (sum(weights.values()) or 1.0)
+    dataset_drifted = share >= drift.dataset_drift_share
+    return {"share_drifted": share, "threshold": drift.dataset_drift_share, "drifted": dataset_drifted,
+            "weighted_share": weighted, "drifted_features": drifted,
+            "breached": bool(dataset_drifted or prediction.get("drifted", False))}
+
+
+# -- the job --------------------------------------------------------------------------------------
+def collect_day(lake: Lake, day: date, profile: dict[str, Any], params: Params) -> dict[str, histogram.Profile]:
+    """The one pass: the day's features and scores, folded into histograms on the reference's bins."""
     d = params.data
     features = lake.read_partition("features", day)
-    numeric = numeric_bin_counts(features, {c: profile["numeric"][c]["edges"] for c in d.numeric_features})
-    categorical = category_counts(features, d.categorical_features)
-    score_counts = numeric_bin_counts(scores, {"score": profile["score"]["edges"]})["score"]
-    results = compare(profile, numeric, categorical, score_counts, params.drift.psi_threshold)
-    drifted = [r["feature"] for r in results if r["drifted"] and r["kind"] != "prediction"]
-    n_features = len(d.features)
-    summary = {
-        "date": day.isoformat(), "model": model.uri, "run_id": lineage.run_id(),
-        "share_drifted": len(drifted) / n_features, "drifted_features": drifted,
-        "prediction_psi": next((r["statistic"] for r in results if r["kind"] == "prediction"), None),
-        "metrics": results,
-    }
-    computed_at = datetime.now(UTC)
-    table = lake.spark.createDataFrame(
-        [{**r, "model_name": model.name, "model_version": model.version, "run_id": summary["run_id"],
-          "computed_at": computed_at, "dt": day} for r in results])
-    lake.overwrite_partitions(table, "drift_metrics")
+    scores = lake.read_partition("scores", day)
+    numeric = list(d.numeric_features)
+    both = (features.select(d.key, *numeric, *d.categorical_features, F.lit(None).cast("double").alias("score"),
+                            F.lit("features").alias(SOURCE))
+            .unionByName(scores.select(d.key, *[F.lit(None).cast("double").alias(c) for c in numeric],
+                                       *[F.lit(None).cast("string").alias(c) for c in d.categorical_features],
+                                       F.col("score").cast("double"), F.lit("scores").alias(SOURCE))))
+    edges = {c: profile["numeric"][c]["edges"] for c in numeric}
+    edges["score"] = profile["score"]["edges"]
+    return histogram.collect(both, edges, d.categorical_features, group=SOURCE,
+                             sample_rows=params.drift.multivariate.sample_rows, sample_key=d.key,
+                             sample_columns=tuple(profile["sample"]["columns"]))
+
+
+def compare(profile: dict[str, Any], day: dict[str, histogram.Profile], params: Params) -> dict[str, Any]:
+    """Every per-feature, prediction and multivariate result, and the dataset verdict."""
+    drift, d = params.drift, params.data
+    learned = profile.get("learned", {})
+    cur = day["features"]
+    features = [judge_numeric(c, numeric_from(profile["numeric"][c]), cur.numeric[c],
+                              np.asarray(profile["numeric"][c]["coarse"], int), "numeric", drift, learned)
+                for c in d.numeric_features]
+    features += [judge_categorical(c, categorical_from(profile["categorical"][c]), cur.categorical[c], drift, learned)
+                 for c in d.categorical_features]
+    prediction = judge_numeric("score", numeric_from(profile["score"]), day["scores"].numeric["score"],
+                               np.asarray(profile["score"]["coarse"], int), "prediction", drift, {},
+                               decisive="wasserstein")
+    sample = np.asarray(profile["sample"]["rows"], float)
+    current_sample = cur.sample.rows
+    mv: dict[str, Any] = {"method": "mmd", "alpha": drift.multivariate.alpha,
+                          "sample_rows": [int(len(sample)), int(len(current_sample))]}
+    if len(sample) >= 10 and len(current_sample) >= 10:
+        stat, p = drift_stats.mmd_permutation_test(sample, current_sample, drift.multivariate.permutations)
+        mv.update(statistic=stat, p_value=p, drifted=bool(p < drift.multivariate.alpha))
+    else:
+        mv.update(statistic=float("nan"), p_value=float("nan"), drifted=False)
+    dataset = summarise(features, prediction, mv, profile.get("importance", {}), drift)
+    for f in features:
+        f["importance"] = profile.get("importance", {}).get(f["feature"], 0.0)
+    return {"features": features, "prediction": prediction, "multivariate": mv, "dataset": dataset}
+
+
+def metric_rows(result: dict[str, Any], model: registry.ResolvedModel, run_id: str, computed_at: datetime):
+    """The drift_metrics rows: one per feature and method, plus prediction, multivariate and dataset rows."""
+    base = {"model_name": model.name, "model_version": model.version, "run_id": run_id, "computed_at": computed_at}
+    rows = []
+    for f in [*result["features"], result["prediction"]]:
+        for m in f["methods"]:
+            rows.append({**base, "feature": f["feature"], "kind": f["kind"], "method": m["method"],
+                         "statistic": m["statistic"], "threshold": m["threshold"], "drifted": m["drifted"],
+                         "decisive": m["decisive"], "p_value": m["p_value"]})
+    mv, ds = result["multivariate"], result["dataset"]
+    rows.append({**base, "feature": "*", "kind": "multivariate", "method": "mmd", "statistic": mv["statistic"],
+                 "threshold": mv["alpha"], "drifted": mv["drifted"], "decisive": False, "p_value": mv["p_value"]})
+    rows.append({**base, "feature": "*", "kind": "dataset", "method": "share_drifted", "statistic": ds["share_drifted"],
+                 "threshold": ds["threshold"], "drifted": ds["breached"], "decisive": True, "p_value": None})
+    rows.append({**base, "feature": "*", "kind": "dataset", "method": "weighted_share",
+                 "statistic": ds["weighted_share"], "threshold": ds["threshold"],
+                 "drifted": ds["weighted_share"] >= ds["threshold"], "decisive": False, "p_value": None})
+    return rows
+
+
+METRICS_SCHEMA = T.StructType([
+    T.StructField("feature", T.StringType()), T.StructField("kind", T.StringType()),
+    T.StructField("method", T.StringType()), T.StructField("statistic", T.DoubleType()),
+    T.StructField("threshold", T.DoubleType()), T.StructField("drifted", T.BooleanType()),
+    T.StructField("decisive", T.BooleanType()), T.StructField("p_value", T.DoubleType()),
+    T.StructField("model_name", T.StringType()), T.StructField("model_version", T.StringType()),
+    T.StructField("run_id", T.StringType()), T.StructField("computed_at", T.TimestampType()),
+])
+
+
+def trend(lake: Lake, day: date, days: int, today: list[dict[str, Any]]) -> dict[str, Any]:
+    """The decisive statistics of the last `days` days (from drift_metrics) and today's."""
+    history: dict[str, dict[str, float]] = {}
+    if lake.exists("drift_metrics"):
+        past = (lake.read_range("drift_metrics", day - timedelta(days=days - 1), day - timedelta(days=1))
+                .where(F.col("decisive")).select("dt", "feature", "kind", "statistic").collect())
+        for r in past:
+            name = "__dataset__" if r["kind"] == "dataset" else r["feature"]
+            history.setdefault(r["dt"].isoformat(), {})[name] = r["statistic"]
+    history[day.isoformat()] = {("__dataset__" if r["kind"] == "dataset" else r["feature"]): r["statistic"]
+                                for r in today if r["decisive"]}
+    dates = sorted(history)
+    names = sorted({n for v in history.values() for n in v} - {"__dataset__", "score"})
+    return {"days": dates, "share_drifted": [history[x].get("__dataset__") for x in dates],
+            "prediction": [history[x].get("score") for x in dates],
+            "features": {n: [history[x].get(n) for x in dates] for n in names}}
+
+
+def run(params: Params, lake: Lake, env: Env, day: date, model_ref: str | None = None) -> dict[str, Any]:
+    """Drift of `day` against the reference of the model that scored it (or `model_ref`)."""
+    import mlflow
+
+    from jobs.report import render_drift_report
+
+    client = registry.client(env.mlflow_tracking_uri)
+    if model_ref is None:
+        manifest = lake.manifest("scores", day) or {}
+        model_ref = manifest.get("model_uri")
+        if model_ref is None:
+            served = lake.read_partition("scores", day).select("model_name", "model_version").first()
+            model_ref = f"models:/{served['model_name']}/{served['model_version']}"
+    model = registry.resolve(client, model_ref)
+    profile = registry.load_json_artifact(model, PROFILE_ARTIFACT)
+    run_id, computed_at = lineage.run_id(), datetime.now(UTC)
+    day_hist = collect_day(lake, day, profile, params)
+    result = compare(profile, day_hist, params)
+    rows = metric_rows(result, model, run_id, computed_at)
+    lake.write_partition(lake.spark.createDataFrame(rows, METRICS_SCHEMA), "drift_metrics", day,
+                         {"model_uri": model.uri, "breached": result["dataset"]["breached"]})
+    window = model.tags.get("training_window", "")
+    summary = {"date": day.isoformat(), "model": model.uri, "model_reference": model.reference, "run_id": run_id,
+               "generated_at": computed_at.isoformat(timespec="seconds"),
+               "reference": {"rows": profile["rows"], "window": window},
+               "current": {"rows": day_hist["features"].rows}, **result,
+               "trend": trend(lake, day, params.drift.history_days, rows)}
+    summary["features"] = [*result["features"], {**result["prediction"], "importance": None}]
+    summary["prediction"] = {**result["prediction"], "method": result["prediction"]["decisive"]}
+    prefix = f"drift/{model.name}/{day.isoformat()}"
+    report_uri = f"s3://{env.bucket_reports}/{prefix}/report.html"
     mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=f"drift-{day}"), tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"date": day.isoformat(), "model": model.uri, "run_id": summary["run_id"]})
-        mlflow.log_metrics({f"psi_{r['feature']}": r["statistic"] for r in results})
-        mlflow.log_metric("share_drifted", summary["share_drifted"])
-        (Path(tmp) / "drift_summary.json").write_text(json.dumps(summary, indent=1))
-        mlflow.log_artifact(str(Path(tmp) / "drift_summary.json"))
-    log.info("drift %s: %d of %d features drifted (PSI > %s)", day, len(drifted), n_features,
-             params.drift.psi_threshold)
-    return summary
+    with mlflow.start_run(run_name=f"drift-{day}") as mlrun, tempfile.TemporaryDirectory() as tmp:
+        run_url = f"{env.mlflow_tracking_uri.rstrip('/')}/#/experiments/{mlrun.info.experiment_id}/runs/{mlrun.info.run_id}"
+        summary["links"] = {"mlflow_run": run_url, "report": report_uri}
+        html = render_drift_report(summary)
+        text = json.dumps(summary, indent=1, default=_json_default)
+        objectstore.upload(env, env.bucket_reports, f"{prefix}/report.html", html, "text/html; charset=utf-8")
+        objectstore.upload(env, env.bucket_reports, f"{prefix}/summary.json", text, "application/json")
+        mlflow.set_tags({"date": day.isoformat(), "model": model.uri, "run_id": run_id,
+                         "breached": str(result["dataset"]["breached"]).lower(), "report": report_uri})
+        mlflow.log_metrics({"share_drifted": result["dataset"]["share_drifted"],
+                            "weighted_share_drifted": result["dataset"]["weighted_share"],
+                            "prediction_wasserstein": result["prediction"]["statistic"],
+                            **{f"{f['decisive']}_{f['feature']}": f["statistic"] for f in result["features"]
+                               if np.isfinite(f["statistic"])}})
+        for name, content in (("drift_report.html", html), ("drift_summary.json", text)):
+            (Path(tmp) / name).write_text(content)
+            mlflow.log_artifact(str(Path(tmp) / name))
+    ds = result["dataset"]
+    log.info("drift %s: %d of %d features drifted (share %.2f, threshold %.2f), prediction %s; report %s",
+             day, len(ds["drifted_features"]), len(result["features"]), ds["share_drifted"], ds["threshold"],
+             "drifted" if result["prediction"]["drifted"] else "stable", report_uri)
+    if ds["breached"]:
+        alerts.notify(env, f"batchloop: drift breached on {day}",
+                      {"date": day.isoformat(), "model": model.uri, "share_drifted": round(ds["share_drifted"], 3),
+                       "drifted_features": ds["drifted_features"], "prediction_drifted": result["prediction"]["drifted"],
+                       "report": report_uri, "mlflow_run": run_url})
+    return {"date": day.isoformat(), "model": model.uri, "breached": ds["breached"],
+            "share_drifted": ds["share_drifted"], "drifted_features": ds["drifted_features"],
+            "prediction_drifted": result["prediction"]["drifted"],
+            "multivariate_p_value": result["multivariate"]["p_value"], "report": report_uri,
+            "mlflow_run": run_url, "run_id": run_id}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)

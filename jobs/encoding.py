@@ -42,3 +42,14 @@ def encode_spark(df: DataFrame, key: str, numeric: tuple[str, ...], vocab: Vocab
     """The same matrix as encode_pandas, computed in the JVM, with the key in front."""
     return df.select(F.col(key), *[F.col(c).cast("double").alias(c) for c in numeric],
                      *[code_column(c, v) for c, v in vocab.items()])
+
+
+def feature_column(name: str, vocab: Vocabulary) -> Column:
+    """One model input in the JVM: a category's code or a number as double; missing as NaN."""
+    value = code_column(name, vocab[name]) if name in vocab else F.col(name).cast("double")
+    return F.coalesce(value, F.lit(float("nan")))
+
+
+def model_matrix(names: list[str], vocab: Vocabulary) -> Column:
+    """The model's input row as one array<double> column, in the model's feature order."""
+    return F.array(*[feature_column(n, vocab) for n in names])

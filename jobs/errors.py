@@ -27,3 +27,15 @@ class ServiceUnavailable(BatchloopError):
 
 class ContractViolation(BatchloopError):
     """Data breaks its contract (expectations/*.json) beyond what quarantine absorbs."""
+
+
+class SnapshotMismatch(BatchloopError):
+    """A training snapshot does not match the hash DVC recorded for it."""
+
+
+class GoldenSampleMismatch(BatchloopError):
+    """The scoring environment scores the golden sample differently from training."""
+
+
+class PromotionRefused(BatchloopError):
+    """An alias move that the gate or the history does not allow."""

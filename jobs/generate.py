@@ -200,11 +200,13 @@ def run(gen: GeneratorParams, data: DataParams, lake, start: date, days: int, ro
         seed: int) -> dict[str, int]:
     """Write `features` for start..start+days-1 and the labels that become known on those days."""
     published = days_between(start, days)
-    lake.overwrite_partitions(_distributed(lake, gen, data, published, rows, seed, "features"), "features")
+    lake.write_partitions(_distributed(lake, gen, data, published, rows, seed, "features"), "features",
+                          {"source": f"batchloop generate (seed {seed})"})
     counts = {"feature_days": len(published), "features_rows": len(published) * rows, "label_rows": 0}
     labelled = label_days(gen, data, published)
     if labelled:
-        lake.overwrite_partitions(_distributed(lake, gen, data, labelled, rows, seed, "labels"), "labels")
+        lake.write_partitions(_distributed(lake, gen, data, labelled, rows, seed, "labels"), "labels",
+                              {"source": f"batchloop generate (seed {seed})"})
         counts["label_rows"] = len(labelled) * rows
     log.info("generated %s", counts)
     return counts

@@ -26,6 +26,12 @@ def code_version() -> str:
     return f"{__version__}+{git_commit()[:12]}"
 
 
+def orchestrator_run_id() -> str | None:
+    """The Airflow run id when a DAG task runs this process."""
+    return os.environ.get("BATCHLOOP_RUN_ID") or None
+
+
+@lru_cache(maxsize=1)
 def run_id() -> str:
-    """The orchestrator's run id when there is one (Airflow passes it), else a fresh id."""
+    """The orchestrator's run id when there is one (Airflow passes it), else one id per process."""
     return os.environ.get("BATCHLOOP_RUN_ID") or f"manual__{uuid.uuid4().hex[:12]}"

@@ -1,63 +1,152 @@
-"""Reference profiles: per-feature distributions a model was trained on, for drift checks."""
+"""Reference profiles: the distributions a model was trained on, stored with its version for drift.
+
+The fine bin edges of every numeric feature are exact quantiles of the training rows
+(which training holds in memory anyway); then one Spark histogram pass (jobs.histogram,
+the same code that counts a scoring day for drift) counts every feature exactly against
+them, per day, with a bounded row sample for the multivariate test. The holdout scores give
+the reference score distribution. Coarse bins (PSI, Jensen-Shannon, KL, chi-square) are
+a subset of the fine edges (KS, Wasserstein), so both are exact counts.
+"""
 
 from __future__ import annotations
 
-import math
+import logging
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from pyspark.sql import DataFrame
+
+from jobs import drift_stats, histogram
+from jobs.histogram import CategoryCounts, NumericHistogram
+from jobs.settings import DataParams, DriftParams
+
+log = logging.getLogger(__name__)
+
+PROFILE_VERSION = 2
 
 
-def numeric_edges(values: np.ndarray, bins: int) -> list[float]:
-    """Inner quantile edges (unique, finite); the outer bins are open to +-infinity."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return []
-    qs = np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])
-    return sorted(set(float(q) for q in qs))
+def quantile_levels(fine_bins: int) -> np.ndarray:
+    return np.arange(1, fine_bins) / fine_bins
 
 
-def bin_counts(values: np.ndarray, edges: list[float]) -> list[int]:
-    """Counts per bin (-inf, e1], (e1, e2], ..., (ek, inf); nulls are not counted."""
-    finite = values[~np.isnan(values)]
-    idx = np.searchsorted(np.asarray(edges), finite, side="left")
-    return np.bincount(idx, minlength=len(edges) + 1).astype(int).tolist()
+def coarse_indices(fine_edges: np.ndarray, fine_levels: np.ndarray, values_at_levels: np.ndarray,
+                   bins: int) -> np.ndarray:
+    """Positions in the (deduplicated) fine edges of the coarse quantile edges."""
+    wanted = np.arange(1, bins) / bins
+    at = np.searchsorted(fine_levels, wanted - 1e-12)
+    coarse_values = np.unique(values_at_levels[np.minimum(at, len(values_at_levels) - 1)])
+    return np.searchsorted(fine_edges, coarse_values)
 
 
-def build_profile(frame: pd.DataFrame, numeric: tuple[str, ...], categorical: tuple[str, ...],
-                  bins: int, scores: np.ndarray | None = None) -> dict[str, Any]:
-    """Per-feature bin edges and counts, category frequencies, ranges and null shares."""
-    profile: dict[str, Any] = {"rows": int(len(frame)), "numeric": {}, "categorical": {}}
-    for col in numeric:
-        values = frame[col].to_numpy(dtype=float)
-        edges = numeric_edges(values, bins)
-        finite = values[np.isfinite(values)]
-        profile["numeric"][col] = {
-            "edges": edges,
-            "counts": bin_counts(values, edges),
-            "min": float(finite.min()) if finite.size else None,
-            "max": float(finite.max()) if finite.size else None,
-            "null_share": float(np.isnan(values).mean()),
-        }
-    for col in categorical:
-        counts = frame[col].astype("object").value_counts(dropna=True)
-        profile["categorical"][col] = {
-            "counts": {str(k): int(v) for k, v in counts.items()},
-            "null_share": float(frame[col].isna().mean()),
-        }
-    if scores is not None:
-        edges = numeric_edges(scores, bins)
-        profile["score"] = {"edges": edges, "counts": bin_counts(scores, edges)}
-    return profile
+def quantile_edges(frame, columns: tuple[str, ...], fine_bins: int) -> dict[str, np.ndarray]:
+    """Exact quantiles of every numeric column (non-finite values ignored), from the rows training loaded."""
+    levels = quantile_levels(fine_bins)
+    out = {}
+    for c in columns:
+        values = frame[c].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        out[c] = np.quantile(values, levels) if values.size else np.array([], float)
+    return out
 
 
-def psi(expected: list[int] | np.ndarray, actual: list[int] | np.ndarray, eps: float = 1e-4) -> float:
-    """Population stability index between two count vectors over the same bins."""
-    e = np.asarray(expected, dtype=float)
-    a = np.asarray(actual, dtype=float)
-    if e.sum() == 0 or a.sum() == 0:
-        return math.nan
-    e = np.clip(e / e.sum(), eps, None)
-    a = np.clip(a / a.sum(), eps, None)
-    return float(np.sum((a - e) * np.log(a / e)))
+def numeric_entry(h: NumericHistogram, coarse: np.ndarray) -> dict[str, Any]:
+    return {"edges": h.edges.tolist(), "coarse": coarse.tolist(), "counts": h.counts.tolist(),
+            "sums": h.sums.tolist(), "missing": h.missing, "n": h.n, "min": h.min, "max": h.max,
+            "total": h.total, "total_sq": h.total_sq, "mean": h.mean, "std": h.std}
+
+
+def categorical_entry(c: CategoryCounts) -> dict[str, Any]:
+    return {"counts": dict(sorted(c.counts.items())), "missing": c.missing, "n": c.n}
+
+
+def numeric_from(entry: dict[str, Any]) -> NumericHistogram:
+    """A stored numeric entry back as a histogram."""
+    return NumericHistogram(np.asarray(entry["edges"], float), np.asarray(entry["counts"], np.int64),
+                            np.asarray(entry["sums"], float), int(entry["missing"]), int(entry["n"]),
+                            float(entry["total"]), float(entry["total_sq"]), float(entry["min"]), float(entry["max"]))
+
+
+def categorical_from(entry: dict[str, Any]) -> CategoryCounts:
+    return CategoryCounts(dict(entry["counts"]), int(entry["missing"]))
+
+
+def score_histogram(scores: np.ndarray, fine_bins: int, bins: int) -> dict[str, Any]:
+    """The reference score distribution, exactly (the holdout fits in memory)."""
+    levels = quantile_levels(fine_bins)
+    values = np.quantile(scores, levels)
+    edges = np.unique(values)
+    h = NumericHistogram.empty(edges)
+    h.add(np.asarray(scores, float))
+    return numeric_entry(h, coarse_indices(edges, levels, values, bins))
+
+
+def learned_statistics(per_day: dict[str, histogram.Profile], total: histogram.Profile, data: DataParams,
+                       drift: DriftParams, coarse: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
+    """Each day of the reference against the other days, per feature and method: mean and deviation.
+
+    Drift can then be judged against how much the reference varies from day to day
+    (threshold = mean + k deviations) instead of a fixed number.
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    if len(per_day) < 3:
+        return out
+    for col in data.numeric_features:
+        values: dict[str, list[float]] = {}
+        for prof in per_day.values():
+            day, rest = prof.numeric[col], _minus(total.numeric[col], prof.numeric[col])
+            for method in ("psi", "ks", "wasserstein", "jensenshannon", "kl"):
+                values.setdefault(method, []).append(drift_stats.numeric_statistic(method, rest, day, coarse[col])[0])
+        out[col] = _summarise(values)
+    for col in data.categorical_features:
+        values = {}
+        for prof in per_day.values():
+            day = prof.categorical[col]
+            rest = CategoryCounts({k: v - day.counts.get(k, 0) for k, v in total.categorical[col].counts.items()})
+            for method in ("psi", "jensenshannon", "chisquare"):
+                values.setdefault(method, []).append(drift_stats.categorical_statistic(method, rest, day)[0])
+        out[col] = _summarise(values)
+    return out
+
+
+def _minus(total: NumericHistogram, part: NumericHistogram) -> NumericHistogram:
+    rest = NumericHistogram(total.edges, total.counts - part.counts, total.sums - part.sums,
+                            total.missing - part.missing, total.n - part.n, total.total - part.total,
+                            total.total_sq - part.total_sq, total.min, total.max)
+    return rest
+
+
+def _summarise(values: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for method, v in values.items():
+        arr = np.asarray([x for x in v if np.isfinite(x)], float)
+        if arr.size >= 2:
+            out[method] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)), "chunks": int(arr.size)}
+    return out
+
+
+def build_profile(rows: DataFrame, frame, data: DataParams, drift: DriftParams, holdout_scores: np.ndarray,
+                  importance: dict[str, float], day_column: str = "dt") -> dict[str, Any]:
+    """The reference profile of the training rows (Spark, and the same rows in pandas), JSON-ready."""
+    levels = quantile_levels(drift.fine_bins)
+    at_levels = quantile_edges(frame, data.numeric_features, drift.fine_bins)
+    edges = {c: np.unique(v) for c, v in at_levels.items()}
+    coarse = {c: coarse_indices(edges[c], levels, at_levels[c], drift.bins) if at_levels[c].size else np.array([], int)
+              for c in edges}
+    log.info("reference bin edges computed")
+    per_day = histogram.collect(rows, edges, data.categorical_features, group=day_column,
+                                sample_rows=drift.multivariate.sample_rows, sample_key=data.key)
+    total = histogram.overall(per_day)
+    log.info("reference histograms: %d rows over %d days", total.rows, len(per_day))
+    return {
+        "version": PROFILE_VERSION,
+        "rows": total.rows,
+        "days": sorted(per_day),
+        "bins": drift.bins,
+        "fine_bins": drift.fine_bins,
+        "numeric": {c: numeric_entry(total.numeric[c], coarse[c]) for c in data.numeric_features},
+        "categorical": {c: categorical_entry(total.categorical[c]) for c in data.categorical_features},
+        "score": score_histogram(holdout_scores, drift.fine_bins, drift.bins),
+        "sample": {"columns": list(data.numeric_features), "rows": total.sample.rows.tolist()},
+        "importance": importance,
+        "learned": learned_statistics(per_day, total, data, drift, coarse),
+    }

@@ -1,73 +1,63 @@
-"""Batch scoring: one day of features through one resolved model version into `scores`."""
+"""Batch scoring: one day of features through one resolved model version into `scores`.
+
+Order matters: everything that can refuse the run (model, contract version, input
+columns against the model, an empty partition, the golden sample) is checked before
+anything is written. Then the input is validated (bad rows to `quarantine`), scored in
+one pass (the champion, and the challenger into `scores_shadow` when there is one),
+the output is checked against expectations/scores.json, and each table's partition is
+replaced atomically with a manifest. Counts must reconcile: input = scored + quarantined.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, StructField, StructType
+from pyspark.sql import types as T
 
-from jobs import lineage, registry
+from jobs import datadocs, lineage, predict, registry
 from jobs.contract import Contract, changed_expectations, load_contract, quarantine_frame, raise_on_failure
-from jobs.encoding import Vocabulary, encode_spark
-from jobs.errors import ContractViolation
-from jobs.settings import Params, ValidationParams
-from jobs.train import CONTRACT_ARTIFACT, CONTRACT_TAG, VOCABULARY_ARTIFACT
+from jobs.encoding import model_matrix
+from jobs.errors import ContractViolation, GoldenSampleMismatch, ModelNotFound
+from jobs.lake import Lake, checksum
+from jobs.settings import Env, Params, ValidationParams
+from jobs.train import CONTRACT_ARTIFACT, CONTRACT_TAG, GOLDEN_ARTIFACT, PROFILE_ARTIFACT, VOCABULARY_ARTIFACT
 from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
 
-# One booster per Python worker process, keyed by model version, built on first use.
-_BOOSTERS: dict[str, object] = {}
+NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 
 
-def _booster(key: str, model_str: str):
-    import lightgbm as lgb
+@dataclass(frozen=True)
+class Scorer:
+    """A resolved model version and everything scoring needs from it."""
 
-    if key not in _BOOSTERS:
-        _BOOSTERS[key] = lgb.Booster(model_str=model_str)
-    return _BOOSTERS[key]
+    model: registry.ResolvedModel
+    model_string: str
+    names: list[str]
+    vocab: dict[str, list[str]]
+    ranges: dict[str, tuple[float, float]]
+    golden: dict[str, Any]
 
-
-def predict_batches(batches: Iterator[pa.RecordBatch], key: str, model_str: str,
-                    id_col: str) -> Iterator[pa.RecordBatch]:
-    """Score encoded Arrow batches (key, then model columns) with one model thread."""
-    booster = _booster(key, model_str)
-    for batch in batches:
-        X = np.column_stack([batch.column(i).to_numpy(zero_copy_only=False)
-                             for i in range(1, batch.num_columns)])
-        scores = booster.predict(X, num_threads=1)
-        yield pa.RecordBatch.from_arrays([batch.column(0), pa.array(scores, pa.float64())],
-                                         names=[id_col, "score"])
+    @property
+    def key(self) -> str:
+        return f"{self.model.name}/{self.model.version}"
 
 
-def score_frame(features: DataFrame, params: Params, model: registry.ResolvedModel, model_str: str,
-                vocab: Vocabulary, run_id: str, scored_at: datetime, day: date) -> DataFrame:
-    """Features -> scores with lineage columns on every row (lazy)."""
-    d = params.data
-    key_field = features.schema[d.key]
-    out_schema = StructType([StructField(d.key, key_field.dataType, False), StructField("score", DoubleType())])
-    model_key = f"{model.name}/{model.version}"
-    encoded = encode_spark(features, d.key, d.numeric_features, vocab)
-    scored = encoded.mapInArrow(lambda it: predict_batches(it, model_key, model_str, d.key), out_schema)
-    return scored.select(
-        d.key,
-        "score",
-        F.lit(model.name).alias("model_name"),
-        F.lit(model.version).alias("model_version"),
-        F.lit(model.alias).cast("string").alias("model_alias"),
-        F.lit(model.run_id).alias("model_run_id"),
-        F.lit(run_id).alias("run_id"),
-        F.lit(scored_at).cast("timestamp").alias("scored_at"),
-        F.lit(lineage.code_version()).alias("code_version"),
-        F.lit(day).alias("dt"),
-    )
+def load_scorer(model: registry.ResolvedModel) -> Scorer:
+    """Booster, vocabulary, training ranges and golden sample of a registered version."""
+    booster = registry.load_booster(model)
+    profile = registry.load_json_artifact(model, PROFILE_ARTIFACT)
+    ranges = {c: (v["min"], v["max"]) for c, v in profile["numeric"].items() if v.get("n")}
+    return Scorer(model, booster.model_to_string(), list(booster.feature_name()),
+                  registry.load_json_artifact(model, VOCABULARY_ARTIFACT), ranges,
+                  registry.load_json_artifact(model, GOLDEN_ARTIFACT))
 
 
 def check_contract_version(model: registry.ResolvedModel, features: Contract, policy: ValidationParams) -> None:
@@ -83,41 +73,179 @@ def check_contract_version(model: registry.ResolvedModel, features: Contract, po
     log.warning(message)
 
 
-def run(params: Params, lake, tracking_uri: str, day: date, model_ref: str | None = None) -> dict[str, object]:
-    """Score one day with a model resolved once at start; replace that day's `scores` partition.
+def check_signature(df: DataFrame, scorer: Scorer) -> None:
+    """The input has every model feature, numeric where the model wants a number, text for a category."""
+    types = {f.name: f.dataType for f in df.schema.fields}
+    missing = [n for n in scorer.names if n not in types]
+    wrong = [f"{n} is {types[n].simpleString()}, the model needs "
+             f"{'a string category' if n in scorer.vocab else 'a number'}"
+             for n in scorer.names if n in types and
+             (not isinstance(types[n], T.StringType) if n in scorer.vocab else not isinstance(types[n], NUMERIC_TYPES))]
+    if missing or wrong:
+        raise ContractViolation(f"input does not match {scorer.model.uri}'s signature: "
+                                + "; ".join(([f"missing column(s) {', '.join(missing)}"] if missing else []) + wrong))
 
-    Input rows that break the feature contract go to `quarantine`; the counts must
-    reconcile: input = scored + quarantined.
-    """
-    import mlflow
 
-    client = registry.client(tracking_uri)
-    ref = model_ref or f"models:/{params.model.name}@{registry.CHAMPION}"
-    model = registry.resolve(client, ref)
-    log.info("scoring %s with %s (resolved from %s)", day, model.uri, ref)
+def ood_count(scorer: Scorer) -> F.Column:
+    """How many numeric features of a row fall outside the range seen in training."""
+    terms = [F.when((F.col(c) < F.lit(lo)) | (F.col(c) > F.lit(hi)), 1).otherwise(0)
+             for c, (lo, hi) in scorer.ranges.items() if c in scorer.names]
+    return sum(terms[1:], terms[0]).cast("int") if terms else F.lit(0)
+
+
+def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, batch_rows: int) -> DataFrame:
+    """(key, ood_features, score_0[, score_1][, top_features]) for every row of df, in one pass."""
+    spark = df.sparkSession
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+    first = scorers[0]
+    for s in scorers[1:]:
+        if s.names != first.names or s.vocab != first.vocab:
+            # another encoding: score it in its own pass rather than feed it the wrong matrix
+            raise ModelNotFound(f"{s.model.uri} encodes features differently from {first.model.uri}")
+    strings = spark.sparkContext.broadcast({s.key: s.model_string for s in scorers})
+    width, names, keys = len(first.names), first.names, [s.key for s in scorers]
+    key_type = df.schema[key].dataType
+    fields = [T.StructField("key", key_type), T.StructField("ood_features", T.IntegerType())]
+    fields += [T.StructField(f"score_{i}", T.DoubleType()) for i in range(len(scorers))]
+    if top_k:
+        fields.append(T.StructField("top_features", T.ArrayType(T.StructType([
+            T.StructField("feature", T.StringType()), T.StructField("contribution", T.DoubleType())]))))
+    inputs = df.select(F.col(key).alias("key"), model_matrix(names, first.vocab).alias("x"),
+                       ood_count(first).alias("ood_features"))
+    return inputs.mapInArrow(lambda it: predict.score_batches(it, keys, strings, width, names, top_k),
+                             T.StructType(fields))
+
+
+def lineage_columns(scores: DataFrame, index: int, key: str, scorer: Scorer, run_id: str, scored_at: datetime,
+                    with_top: bool) -> DataFrame:
+    m = scorer.model
+    return scores.select(
+        F.col("key").alias(key),
+        F.col(f"score_{index}").alias("score"),
+        F.lit(m.name).alias("model_name"),
+        F.lit(m.version).alias("model_version"),
+        F.lit(m.alias).cast("string").alias("model_alias"),
+        F.lit(m.reference).alias("model_reference"),
+        F.lit(m.run_id).alias("model_run_id"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(scored_at).cast("timestamp").alias("scored_at"),
+        F.lit(lineage.code_version()).alias("code_version"),
+        "ood_features",
+        *(["top_features"] if with_top else []),
+    )
+
+
+def check_golden(spark, scorer: Scorer, data_key: str, feature_schema: T.StructType, tolerance: float,
+                 batch_rows: int) -> float:
+    """Re-score the golden sample through the same Spark path; refuse when scores differ from training's."""
+    golden = scorer.golden
+    schema = T.StructType([feature_schema[c] for c in golden["columns"]])
+    rows = [tuple(r.get(c) for c in golden["columns"]) for r in golden["rows"]]
+    df = spark.createDataFrame(rows, schema)
+    got = {r["key"]: r["score_0"] for r in predict_frame(df, data_key, [scorer], 0, batch_rows).collect()}
+    expected = {r[data_key]: s for r, s in zip(golden["rows"], golden["scores"], strict=True)}
+    worst = max(abs(got[k] - v) for k, v in expected.items())
+    if worst > tolerance:
+        raise GoldenSampleMismatch(
+            f"{scorer.model.uri} scores its golden sample differently here than in training (largest difference "
+            f"{worst:.3g} > {tolerance:g}): the scoring environment (LightGBM, numpy, encoding) differs from the "
+            "training one. Align library versions or retrain")
+    return worst
+
+
+def resolve_models(client, params: Params, day: date, model_ref: str | None, shadow: bool,
+                   as_of: date | None = None) -> tuple[registry.ResolvedModel, registry.ResolvedModel | None]:
+    """The model to score with (default: the champion on the scored day) and the shadow challenger, once."""
+    name = params.model.name
+    if model_ref:
+        model = registry.resolve(client, model_ref, as_of=as_of)
+    else:
+        model = registry.resolve(client, f"models:/{name}@{registry.CHAMPION}", as_of=as_of or day)
+    challenger = None
+    if shadow and not model_ref:
+        try:
+            challenger = registry.resolve(client, f"models:/{name}@{registry.CHALLENGER}", as_of=as_of or day)
+        except ModelNotFound:
+            challenger = None
+        if challenger is not None and challenger.version == model.version:
+            challenger = None
+    return model, challenger
+
+
+def run(params: Params, source: Lake, sink: Lake, env: Env, day: date, model_ref: str | None = None,
+        as_of: date | None = None, shadow: bool | None = None) -> dict[str, Any]:
+    """Score one day from `source` into `sink` (the same lake, or a retro-test namespace)."""
+    from jobs.generate import feature_schema
+
+    client = registry.client(env.mlflow_tracking_uri)
+    model, challenger = resolve_models(client, params, day, model_ref,
+                                       params.scoring.shadow if shadow is None else shadow, as_of)
+    log.info("scoring %s with %s (%s)%s", day, model.uri, model.reference,
+             f", shadow {challenger.uri}" if challenger else "")
     features_contract = load_contract("features")
     check_contract_version(model, features_contract, params.validation)
+    scorers = [load_scorer(model)] + ([load_scorer(challenger)] if challenger else [])
+    if challenger and (scorers[1].names != scorers[0].names or scorers[1].vocab != scorers[0].vocab):
+        log.warning("%s encodes features differently; it is not shadow-scored", challenger.uri)
+        scorers, challenger = scorers[:1], None
+    spark, d = source.spark, params.data
+    batch_rows = params.scoring.arrow_batch_rows
+    features = source.read_partition("features", day)
+    for s in scorers:
+        check_signature(features, s)
+    for s in scorers:
+        worst = check_golden(spark, s, d.key, feature_schema(d), params.scoring.golden_tolerance, batch_rows)
+        log.info("golden sample of %s: largest difference %.3g", s.model.uri, worst)
+    _size_partitions(source, day)
+
     run_id = lineage.run_id()
-    checked = validate_frame(lake.read_partition("features", day), features_contract, params.validation,
-                             f"features dt={day}", params.data.key, persist=True)
-    lake.replace_partition(quarantine_frame(checked.annotated, params.data.key, run_id), "quarantine", day)
+    checked = validate_frame(features, features_contract, params.validation, f"features dt={day}", d.key,
+                             persist=True)
+    input_fingerprint = checksum(checked.annotated, [c for c in features.columns])
+    published = datadocs.publish(env, checked.record(run_id), f"{sink.namespace}.features", day.isoformat(),
+                                 html=False)
+    sink.write_partition(quarantine_frame(checked.annotated, d.key, run_id), "quarantine", day,
+                         {"input_rows": checked.report.rows, "quarantined_rows": checked.report.quarantined,
+                          "contract": features_contract.fingerprint})
     raise_on_failure(checked.report, checked.text)
-    booster = mlflow.lightgbm.load_model(model.uri)
-    vocab = registry.load_json_artifact(model, VOCABULARY_ARTIFACT)
-    scores = score_frame(checked.passed, params, model, booster.model_to_string(), vocab, run_id,
-                         datetime.now(UTC), day).persist(StorageLevel.MEMORY_AND_DISK)
-    output = validate_frame(scores, load_contract("scores"), params.validation, f"scores dt={day}", params.data.key)
-    if output.report.quarantined:
-        raise ContractViolation(f"scoring output breaks expectations/scores.json; nothing was written:\n{output.text}")
-    lake.overwrite_partitions(scores, "scores")
-    counts = {
-        "input_rows": checked.report.rows,
-        "quarantined_rows": checked.report.quarantined,
-        "scored_rows": lake.read_partition("scores", day).count(),
-    }
-    if counts["input_rows"] != counts["scored_rows"] + counts["quarantined_rows"]:
+
+    top_k = params.scoring.contributions_top_k
+    scored = predict_frame(checked.passed, d.key, scorers, top_k, batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
+    scored_at = datetime.now(UTC)
+    outputs = {"scores": lineage_columns(scored, 0, d.key, scorers[0], run_id, scored_at, bool(top_k))}
+    if challenger:
+        outputs["scores_shadow"] = lineage_columns(scored, 1, d.key, scorers[1], run_id, scored_at, False)
+    scores_contract = load_contract("scores")
+    counts = {"input_rows": checked.report.rows, "quarantined_rows": checked.report.quarantined}
+    for table, frame in outputs.items():
+        output = validate_frame(frame, scores_contract, params.validation, f"{table} dt={day}", d.key)
+        if output.report.quarantined or output.report.verdict == "fail":
+            raise ContractViolation(f"{table} output breaks expectations/scores.json; nothing was written:\n"
+                                    f"{output.text}")
+        counts[f"{table}_rows"] = output.report.rows
+    if counts["scores_rows"] + counts["quarantined_rows"] != counts["input_rows"]:
         raise ContractViolation(f"scoring {day}: counts do not reconcile: {counts}")
-    scores.unpersist()
+    for table, frame in outputs.items():
+        scorer = scorers[0] if table == "scores" else scorers[1]
+        sink.write_partition(frame, table, day, {
+            "input_fingerprint": input_fingerprint, "input_table": f"{source.namespace}.features",
+            "model_uri": scorer.model.uri, "model_version": scorer.model.version,
+            "model_reference": scorer.model.reference, "model_run_id": scorer.model.run_id,
+            "contract": features_contract.fingerprint, **counts})
+    scored.unpersist()
     checked.annotated.unpersist()
+    result = {"date": day.isoformat(), "model": model.uri, "model_reference": model.reference, "run_id": run_id,
+              "shadow": challenger.uri if challenger else None, "validation": published["record"], **counts}
     log.info("scored %s: %s", day, counts)
-    return {"model": model.uri, "model_alias": model.alias, "run_id": run_id, **counts}
+    return result
+
+
+def _size_partitions(lake: Lake, day: date) -> None:
+    """Split the input so every core gets work: about four input partitions per core."""
+    location = lake.location("features", day)
+    if not location:
+        return
+    cores = lake.spark.sparkContext.defaultParallelism
+    target = max(1 << 20, lake.fs.total_size(location) // max(1, 4 * cores))
+    lake.spark.conf.set("spark.sql.files.maxPartitionBytes", str(target))
+    lake.spark.conf.set("spark.sql.files.openCostInBytes", str(min(target, 4 << 20)))

@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import sys
+import time
 
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
+from jobs.errors import ServiceUnavailable
 from jobs.settings import Env
 
 log = logging.getLogger(__name__)
+
+# Held for the life of the process: the embedded Derby metastore admits one driver.
+_METASTORE_LOCK: list = []
+
+
+def lock_embedded_metastore(directory, timeout_s: float = 3600.0) -> None:
+    """Wait for, then hold, the embedded metastore; a second driver would fail to boot Derby.
+
+    With a remote metastore (BATCHLOOP_METASTORE_URI) no lock is needed.
+    """
+    if _METASTORE_LOCK:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / "driver.lock", "a+")
+    deadline, announced = time.monotonic() + timeout_s, False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if not announced:
+                handle.seek(0)
+                log.info("waiting for the embedded metastore, held by %s", handle.read().strip() or "another driver")
+                announced = True
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"the embedded metastore in {directory} stayed busy for {timeout_s:.0f} s; "
+                    "another Spark driver holds it (see driver.lock)") from None
+            time.sleep(0.5)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}: {' '.join(os.path.basename(a) for a in sys.argv[:3])}\n")
+    handle.flush()
+    _METASTORE_LOCK.append(handle)
 
 
 def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
@@ -24,23 +62,26 @@ def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
     builder = SparkSession.builder.appName(app_name)
     if "spark.master" not in dict(SparkConf().getAll()):
         builder = builder.master(env.spark_master)
-    env.metastore.mkdir(parents=True, exist_ok=True)
     conf = {
         "spark.driver.memory": env.spark_driver_memory,
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.pyspark.python": env.pyspark_python,
         "spark.sql.warehouse.dir": env.warehouse,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.shuffle.partitions": "8",
-        "spark.hadoop.javax.jdo.option.ConnectionURL": (
-            f"jdbc:derby:;databaseName={env.metastore / 'metastore_db'};create=true"
-        ),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={env.metastore}",
     }
+    if env.lake_format == "hive" and env.metastore_uri:
+        conf["spark.hadoop.hive.metastore.uris"] = env.metastore_uri
+    elif env.lake_format == "hive":
+        lock_embedded_metastore(env.metastore)
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={env.metastore / 'metastore_db'};create=true")
+        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={env.metastore}"
     for key, value in conf.items():
         builder = builder.config(key, value)
     if env.lake_format == "hive":

@@ -1,4 +1,10 @@
-"""Training: a LightGBM model on the labelled window, logged and registered in MLflow."""
+"""Training: a LightGBM model from a DVC-versioned snapshot, registered in MLflow with its lineage.
+
+`run` reads only the snapshot folder (never the lake), so the same snapshot gives the
+same model: the window, the contracts' verdicts, the model, its reference profile and
+golden sample are all derived from it. The new version gets alias `challenger`; the
+promotion gate (jobs.promotion) decides whether it becomes champion.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,21 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from jobs import lineage, registry
-from jobs.contract import load_contract, raise_on_failure
-from jobs.encoding import encode_pandas, learn_vocabulary
-from jobs.errors import PartitionNotFound
+from jobs import lineage, registry, versioning
+from jobs import snapshot as snapshots
+from jobs.contract import combine, load_contract, raise_on_failure
+from jobs.encoding import Vocabulary, encode_pandas, learn_vocabulary
+from jobs.metrics import Quality, quality
 from jobs.reference import build_profile
-from jobs.settings import Params
+from jobs.settings import Env, Params
 from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
@@ -26,108 +34,118 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "batchloop-training"
 PROFILE_ARTIFACT = "reference_profile.json"
 VOCABULARY_ARTIFACT = "vocabulary.json"
+GOLDEN_ARTIFACT = "golden_sample.json"
+WINDOW_ARTIFACT = "training_window.json"
 CONTRACT_ARTIFACT = "contract/features.json"
 CONTRACT_TAG = "contract_fingerprint"
+DVC_ARTIFACT_DIR = "dvc"
 
 
 @dataclass(frozen=True)
-class Window:
-    """The labelled days a model is trained on; the last `holdout_days` are held out."""
+class Trained:
+    """A registered version and what training measured."""
 
-    first: date
-    last: date
-    holdout_first: date
-
-
-def choose_window(label_days: list[date], as_of: date, window_days: int, holdout_days: int,
-                  delay_days: int) -> Window:
-    """The latest `window_days` labelled days whose labels were known on `as_of`."""
-    known = sorted(d for d in label_days if d + timedelta(days=delay_days) <= as_of)
-    if len(known) < holdout_days + 1:
-        raise PartitionNotFound(
-            f"only {len(known)} labelled day(s) known as of {as_of}; training needs at least "
-            f"{holdout_days + 1}: generate more days or move --as-of later"
-        )
-    days = known[-window_days:]
-    return Window(first=days[0], last=days[-1], holdout_first=days[-holdout_days])
+    model: registry.ResolvedModel
+    metrics: dict[str, float]
+    window: snapshots.Window
 
 
 def fit(X: pd.DataFrame, y: np.ndarray, params: Params):
     """Fit LightGBM with the hyperparameters from params.yaml on an encoded matrix."""
     import lightgbm as lgb
 
-    hp = dict(params.train.lightgbm)
+    hp: dict[str, Any] = dict(params.train.lightgbm)
     rounds = int(hp.pop("num_boost_round", 100))
-    hp["verbosity"] = -1
+    hp.update(verbosity=-1, deterministic=True)
     dataset = lgb.Dataset(X, label=y, categorical_feature=list(params.data.categorical_features))
     return lgb.train(hp, dataset, num_boost_round=rounds)
 
 
-def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import log_loss, roc_auc_score
+def golden_sample(holdout: pd.DataFrame, scores: np.ndarray, key: str, columns: list[str],
+                  rows: int) -> dict[str, Any]:
+    """A fixed sample of holdout rows (the smallest keys' hashes) with the scores training gave them."""
+    order = pd.util.hash_pandas_object(holdout[key], index=False).to_numpy().argsort(kind="mergesort")[:rows]
+    sample = holdout.iloc[order][columns].astype(object).where(holdout.iloc[order][columns].notna(), None)
+    records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+               for row in sample.to_dict(orient="records")]  # exact floats: json writes repr()
+    return {"columns": columns, "rows": records, "scores": [float(s) for s in scores[order]]}
 
-    return {"auc": float(roc_auc_score(y, p)), "log_loss": float(log_loss(y, p, labels=[0, 1]))}
+
+def importance(booster) -> dict[str, float]:
+    gain = booster.feature_importance(importance_type="gain")
+    total = float(gain.sum()) or 1.0
+    return {name: float(g) / total for name, g in zip(booster.feature_name(), gain, strict=True)}
 
 
-def run(params: Params, lake, tracking_uri: str, as_of: date) -> tuple[registry.ResolvedModel, dict[str, float]]:
-    """Train on the window known as of `as_of`, log to MLflow, register a new version."""
+def run(params: Params, spark, env: Env, folder: Path, push: bool = True) -> Trained:
+    """Train on a snapshot folder: verify and push it with DVC, validate, fit, evaluate, register."""
     import mlflow
     from mlflow.models import infer_signature
 
-    client = registry.client(tracking_uri)
+    client = registry.client(env.mlflow_tracking_uri)
     d = params.data
-    window = choose_window(lake.partitions("labels"), as_of, params.train.window_days,
-                           params.train.holdout_days, d.label_delay_days)
-    log.info("training window %s..%s (holdout from %s)", window.first, window.last, window.holdout_first)
-    features_contract = load_contract("features")
-    span = f"{window.first}..{window.last}"
-    features = validate_frame(lake.read_range("features", window.first, window.last), features_contract,
-                              params.validation, f"features {span}", d.key, persist=True)
-    raise_on_failure(features.report, features.text)
-    labels = validate_frame(
-        lake.read_range("labels", window.first, window.last).where(F.col("available_at") <= F.lit(as_of)),
-        load_contract("labels"), params.validation, f"labels {span}", d.key, persist=True)
-    raise_on_failure(labels.report, labels.text)
-    frame = (features.passed.join(labels.passed.select(d.key, "dt", d.label), [d.key, "dt"], "inner")
-             .toPandas())
-    features.annotated.unpersist()
-    labels.annotated.unpersist()
+    window = snapshots.Window.from_dict(snapshots.read_window(folder)["window"])
+    record = versioning.track(env, folder, push=push)
+    contract = combine("snapshot", load_contract("features"), load_contract("labels"))
+    checked = validate_frame(snapshots.read(spark, folder), contract, params.validation,
+                             f"snapshot {window.first}..{window.last}", d.key, persist=True)
+    raise_on_failure(checked.report, checked.text)
+    passed = checked.passed
+    train_rows = passed.where(F.col("dt") < F.lit(window.holdout_first))
+    frame = passed.toPandas()
+    log.info("loaded %d training rows (%d quarantined)", len(frame), checked.report.quarantined)
     holdout_mask = frame["dt"] >= window.holdout_first
-    train, holdout = frame[~holdout_mask], frame[holdout_mask]
-    vocab = learn_vocabulary(train, d.categorical_features)
+    train, holdout = frame[~holdout_mask], frame[holdout_mask].reset_index(drop=True)
+    vocab: Vocabulary = learn_vocabulary(train, d.categorical_features)
     X_train = encode_pandas(train, d.numeric_features, vocab)
     X_holdout = encode_pandas(holdout, d.numeric_features, vocab)
-    booster = fit(X_train, train[d.label].to_numpy(), params)
-    metrics = {f"train_{k}": v for k, v in evaluate(train[d.label].to_numpy(), booster.predict(X_train)).items()}
+    y_train, y_holdout = train[d.label].to_numpy(), holdout[d.label].to_numpy()
+    booster = fit(X_train, y_train, params)
+    log.info("fitted LightGBM on %d rows, holding out %d", len(train), len(holdout))
     holdout_scores = booster.predict(X_holdout)
-    metrics.update({f"holdout_{k}": v for k, v in evaluate(holdout[d.label].to_numpy(), holdout_scores).items()})
-    metrics["train_rows"], metrics["holdout_rows"] = float(len(train)), float(len(holdout))
-    profile = build_profile(train, d.numeric_features, d.categorical_features, params.drift.bins,
-                            scores=holdout_scores)
+    q_train: Quality = quality(y_train, booster.predict(X_train), params.gate.calibration_bins)
+    q_holdout: Quality = quality(y_holdout, holdout_scores, params.gate.calibration_bins)
+    metrics = {**q_train.as_dict("train_"), **q_holdout.as_dict("holdout_"),
+               "overfit_gap": q_train.auc - q_holdout.auc}
+    weights = importance(booster)
+    profile = build_profile(train_rows, train, d, params.drift, holdout_scores, weights)
+    log.info("built the reference profile")
+    checked.annotated.unpersist()
+    golden = golden_sample(holdout, holdout_scores, d.key, [d.key, *d.features],
+                           min(params.train.golden_rows, len(holdout)))
+    features_contract = load_contract("features")
 
     mlflow.set_experiment(EXPERIMENT)
     tags = {
+        **record.as_tags(),
         "params_hash": params.digest(),
         "git_commit": lineage.git_commit(),
+        "code_version": lineage.code_version(),
+        CONTRACT_TAG: features_contract.fingerprint,
+        "labels_contract_fingerprint": load_contract("labels").fingerprint,
         "training_window": f"{window.first}..{window.last}",
         "holdout_from": window.holdout_first.isoformat(),
+        "as_of": window.as_of.isoformat(),
         "run_id": lineage.run_id(),
-        CONTRACT_TAG: features_contract.fingerprint,
     }
-    with mlflow.start_run(run_name=f"train-{as_of}") as run, tempfile.TemporaryDirectory() as tmp:
+    if lineage.orchestrator_run_id():
+        tags["airflow_run_id"] = lineage.orchestrator_run_id()
+    with mlflow.start_run(run_name=f"train-{window.as_of}") as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({f"lgbm_{k}": v for k, v in params.train.lightgbm.items()})
-        mlflow.log_params({"window_days": params.train.window_days,
-                           "holdout_days": params.train.holdout_days, "as_of": as_of.isoformat()})
+        mlflow.log_params({"window_days": params.train.window_days, "holdout_days": params.train.holdout_days,
+                           "as_of": window.as_of.isoformat(), "snapshot_md5": record.md5})
         mlflow.log_metrics(metrics)
         mlflow.set_tags(tags)
-        for checked in (features, labels):
-            r = checked.report
-            mlflow.log_metrics({f"validation_{r.dataset.split()[0]}_{k}": float(getattr(r, k))
-                                for k in ("rows", "passed", "quarantined")})
-            mlflow.log_dict(r.as_dict(), f"validation/{r.dataset.split()[0]}.json")
+        r = checked.report
+        mlflow.log_metrics({"validation_rows": r.rows, "validation_passed": r.passed,
+                            "validation_quarantined": r.quarantined})
+        mlflow.log_dict(r.as_dict(), "validation/snapshot.json")
         mlflow.log_dict(features_contract.document, CONTRACT_ARTIFACT)
-        for name, content in ((PROFILE_ARTIFACT, profile), (VOCABULARY_ARTIFACT, vocab)):
-            (Path(tmp) / name).write_text(json.dumps(content, indent=1))
+        mlflow.log_dict(load_contract("labels").document, "contract/labels.json")
+        mlflow.log_text(record.text, f"{DVC_ARTIFACT_DIR}/{Path(record.source).name}")
+        for name, content in ((PROFILE_ARTIFACT, profile), (VOCABULARY_ARTIFACT, vocab), (GOLDEN_ARTIFACT, golden),
+                              (WINDOW_ARTIFACT, snapshots.read_window(folder))):
+            (Path(tmp) / name).write_text(json.dumps(content))
             mlflow.log_artifact(str(Path(tmp) / name))
         example = X_holdout.head(5)
         info = mlflow.lightgbm.log_model(
@@ -136,11 +154,13 @@ def run(params: Params, lake, tracking_uri: str, as_of: date) -> tuple[registry.
             registered_model_name=params.model.name,
         )
         version = str(info.registered_model_version)
-        for key, value in tags.items():
+        for key, value in {**tags, "training_run_id": run.info.run_id}.items():
             client.set_model_version_tag(params.model.name, version, key, value)
-        alias = registry.CHAMPION if not registry.has_alias(client, params.model.name, registry.CHAMPION) \
-            else registry.CHALLENGER
-        registry.set_alias(client, params.model.name, alias, version)
-    log.info("registered %s version %s as @%s: holdout AUC %.3f", params.model.name, version, alias,
-             metrics["holdout_auc"])
-    return registry.ResolvedModel(params.model.name, version, alias, run.info.run_id), metrics
+    registry.move_alias(client, params.model.name, registry.CHALLENGER, version,
+                        f"trained on {window.first}..{window.last}", window.as_of + timedelta(days=1),
+                        lineage.run_id())
+    model = registry.resolve(client, f"models:/{params.model.name}/{version}")
+    log.info("registered %s as @challenger: holdout AUC %.4f (train %.4f), snapshot %s", model.uri,
+             q_holdout.auc, q_train.auc, record.md5)
+    return Trained(model, metrics, window)
+

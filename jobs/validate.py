@@ -24,6 +24,14 @@ class Validated:
     annotated: DataFrame
     report: c.Report
     text: str
+    contract: c.Contract
+    samples: dict
+
+    def record(self, run_id: str) -> dict:
+        """What the validation found, JSON-ready: rendered as Data Docs and kept beside the data."""
+        return {**self.report.as_dict(), "all_findings": [f.__dict__ for f in self.report.findings],
+                "samples": self.samples, "contract_name": self.contract.name,
+                "contract_document": self.contract.document, "run_id": run_id}
 
 
 def validate_frame(df: DataFrame, contract: c.Contract, policy: ValidationParams, what: str,
@@ -42,10 +50,10 @@ def validate_frame(df: DataFrame, contract: c.Contract, policy: ValidationParams
     except READ_ERRORS as exc:
         annotated.unpersist()
         raise unreadable(exc, what) from None
-    sample = c.sample_failing_keys(annotated, key) if key and report.quarantined else None
+    sample = c.sample_failures(annotated, key, contract) if key and report.quarantined else {}
     text = c.summary(report, sample)
     log.info("validation\n%s", text)
-    return Validated(c.passed_rows(annotated), annotated, report, text)
+    return Validated(c.passed_rows(annotated), annotated, report, text, contract, sample)
 
 
 def validate_partition(lake, table: str, day: date, policy: ValidationParams, key: str | None,

@@ -23,9 +23,10 @@ for path in sorted(pathlib.Path("{dags}").glob("*.py")):
     from airflow.sdk import DAG
     for value in vars(module).values():
         if isinstance(value, DAG):
-            found[value.dag_id] = bool(value.doc_md)
-print(json.dumps({{"dags": found, "heavy": [m for m in ("pyspark", "mlflow", "lightgbm", "jobs")
-                                           if m in sys.modules]}}))
+            found[value.dag_id] = {{"doc": bool(value.doc_md), "params": sorted(value.params.keys()),
+                                   "tasks": sorted(value.task_ids)}}
+print(json.dumps({{"dags": found, "heavy": [m for m in ("pyspark", "mlflow", "lightgbm", "great_expectations",
+                                                      "jobs", "dvc") if m in sys.modules]}}))
 """
 
 
@@ -35,4 +36,12 @@ def test_dag_files_import_without_errors_or_heavy_modules(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
-    assert report["dags"] == {"batchloop_loop": True}
+    dags = report["dags"]
+    assert set(dags) == {"score_daily", "monitor_performance", "retrain", "retro_test", "promote"}
+    assert all(d["doc"] for d in dags.values())
+    assert dags["score_daily"]["tasks"] == ["drift", "publish", "raise_drift_alarm", "score", "validate",
+                                            "wait_for_features"]
+    assert dags["retrain"]["tasks"] == ["as_of_day", "evaluate", "gate", "policy", "promote", "should_retrain",
+                                        "snapshot", "train", "validate"]
+    assert dags["retro_test"]["params"] == ["champion_as_of", "compare_to_production", "end", "model_name",
+                                            "namespace", "start", "version"]

@@ -125,15 +125,16 @@ def test_a_missing_partition_is_a_clear_error(spark, env, clean):
     lake = Lake(spark, env, namespace="contract_tests")
     with pytest.raises(PartitionNotFound, match="contract_tests.features does not exist"):
         lake.read_partition("features", DAY)
-    lake.overwrite_partitions(clean, "features")
+    lake.write_partitions(clean, "features")
     with pytest.raises(PartitionNotFound, match="no rows for dt=1999-01-01"):
         lake.read_partition("features", date(1999, 1, 1))
 
 
 def test_a_corrupt_parquet_file_is_a_clear_error(spark, env, clean, contract, params, tmp_path):
     parquet = Lake(spark, env.model_copy(update={"lake_format": "parquet", "lake_root": str(tmp_path)}))
-    parquet.overwrite_partitions(clean.repartition(2), "features")
+    parquet.write_partitions(clean.repartition(2), "features")
     files = sorted((tmp_path / parquet.namespace / "features" / f"dt={DAY}").glob("*.parquet"))
+    assert len(files) == 2
     files[0].write_bytes(b"this is not parquet" * 100)
     with pytest.raises(ContractViolation, match="could not be read"):
         check(parquet.read_partition("features", DAY), contract, params)

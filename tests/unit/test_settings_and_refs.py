@@ -9,7 +9,7 @@ from jobs.errors import ConfigError, InvalidParameter
 from jobs.lake import check_identifier
 from jobs.registry import parse_model_ref
 from jobs.settings import load_params
-from jobs.train import choose_window
+from jobs.snapshot import choose_window
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,3 +52,4 @@ def test_training_window_uses_only_labels_known_on_the_day():
     days = [date(2026, 1, d) for d in range(1, 31)]
     w = choose_window(days, as_of=date(2026, 2, 10), window_days=7, holdout_days=2, delay_days=30)
     assert (w.first, w.last, w.holdout_first) == (date(2026, 1, 5), date(2026, 1, 11), date(2026, 1, 10))
+    assert w.as_of == date(2026, 2, 10)

@@ -1,0 +1,167 @@
+"""How the DAGs run batchloop steps: the same CLI a person runs, as Airflow tasks.
+
+- `spark_step`: `spark-submit jobs/__main__.py <command>` through the Spark provider's
+  operator and the connection `spark_default` (local[2] on the local stack; a cluster in
+  production by changing the connection, not the DAGs).
+- `cli_step`: a step without Spark (gate, promote, publish), the `batchloop` command.
+
+Both write the command's JSON result to a file, return it as the task's XCom, and put
+links to the MLflow run and the drift report on the task page. Only the standard
+library and Airflow are imported here; the jobs load inside the tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
+
+PROJECT = Path(__file__).resolve().parents[1]
+JOBS_ENTRYPOINT = str(PROJECT / "jobs" / "__main__.py")
+# the CLI's exit codes: 2 = refused (bad input, data or model: retrying cannot help), 3 = a service is down
+EXIT_REFUSED = 2
+LAKE_POOL = "lake"  # one slot with the embedded Derby metastore; raise it with a remote metastore
+DVC_POOL = "dvc"    # DVC commands never run concurrently
+
+# emitted by score_daily when drift breaches the policy; retrain is scheduled on it
+DRIFT_BREACH = Asset(name="batchloop_drift_breach")
+
+DATE = r"^\d{4}-\d{2}-\d{2}$"
+MODEL_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"
+MODEL_REF = r"^models:/[A-Za-z][A-Za-z0-9_\-]{0,62}(/[1-9][0-9]{0,8}|@[a-z][a-z0-9_\-]{0,62})$"
+NAMESPACE = r"^retro_[a-z0-9_]{1,57}$"
+
+
+def alert_on_failure(context) -> None:
+    """on_failure_callback: one clear alert through the configured notifier (webhook or log)."""
+    from jobs.alerts import notify
+    from jobs.settings import load_env
+
+    ti = context["ti"]
+    exception = context.get("exception")
+    notify(load_env(), f"batchloop: {ti.dag_id}.{ti.task_id} failed", {
+        "dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": context["run_id"], "try_number": ti.try_number,
+        "error": str(exception).splitlines()[-1][:500] if exception else "see the task log"})
+
+
+DEFAULTS = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=5),
+    "on_failure_callback": alert_on_failure,
+}
+
+
+class MlflowRunLink(BaseOperatorLink):
+    name = "MLflow run"
+
+    def get_link(self, operator, *, ti_key):
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key="mlflow_run") or ""
+
+
+class DriftReportLink(BaseOperatorLink):
+    name = "Drift report"
+
+    def get_link(self, operator, *, ti_key):
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key="drift_report") or ""
+
+
+def _result_path(context) -> Path:
+    ti = context["ti"]
+    state = Path(os.environ.get("BATCHLOOP_STATE_DIR", PROJECT / ".batchloop"))
+    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in context["run_id"])
+    return state / "task-results" / ti.dag_id / safe_run / f"{ti.task_id}.{ti.try_number}.json"
+
+
+def _publish_result(context, path: Path):
+    """Return the command's JSON result and push the links it carries."""
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    run_url = result.get("mlflow_run") if isinstance(result, dict) else None
+    if run_url:
+        context["ti"].xcom_push(key="mlflow_run", value=run_url)
+        context["ti"].xcom_push(key="drift_report", value=f"{run_url}/artifacts/drift_report.html")
+    return result
+
+
+class SparkStep(SparkSubmitOperator):
+    """spark-submit of one batchloop command; its JSON result is the task's return value."""
+
+    operator_extra_links = (MlflowRunLink(), DriftReportLink())
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        path = _result_path(context)
+        self.application_args = ["--result-file", str(path), *(self.application_args or [])]
+        try:
+            super().execute(context)
+        except Exception as exc:
+            code = re.search(r"Error code is: (\d+)", str(exc))
+            if code and int(code.group(1)) == EXIT_REFUSED:
+                raise AirflowFailException(f"batchloop {self.application_args[2]} refused the input (no retry): "
+                                           "see the `batchloop: error:` line in the log above") from None
+            raise
+        return _publish_result(context, path)
+
+
+class CliStep(BaseOperator):
+    """One batchloop command without Spark, in a subprocess; its JSON result is the task's return value."""
+
+    template_fields = ("arguments",)
+    operator_extra_links = (MlflowRunLink(), DriftReportLink())
+
+    def __init__(self, *, arguments: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.arguments = arguments
+
+    def execute(self, context):
+        path = _result_path(context)
+        command = [str(Path(sys.executable).parent / "batchloop"), "--result-file", str(path), *self.arguments]
+        self.log.info("running %s", " ".join(command[:1] + command[3:]))
+        env = {**os.environ, "BATCHLOOP_RUN_ID": context["run_id"]}
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        for line in (done.stderr or "").splitlines():
+            self.log.info("%s", line)
+        if done.returncode != 0:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            last = ((done.stderr or "").strip().splitlines() or ["no output"])[-1]
+            error = AirflowFailException if done.returncode == EXIT_REFUSED else RuntimeError
+            raise error(f"batchloop {self.arguments[0]} failed (exit {done.returncode}): {last}")
+        return _publish_result(context, path)
+
+
+def spark_step(task_id: str, *args: str, pool: str = LAKE_POOL, **kwargs) -> SparkStep:
+    """A task that runs `batchloop <args>` under spark-submit, tagged with the Airflow run id."""
+    return SparkStep(
+        task_id=task_id,
+        application=JOBS_ENTRYPOINT,
+        application_args=list(args),
+        conn_id="spark_default",
+        name=f"batchloop-{task_id}",
+        driver_memory=os.environ.get("BATCHLOOP_SPARK_DRIVER_MEMORY", "2g"),
+        conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+              "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"},
+        env_vars={"BATCHLOOP_RUN_ID": "{{ run_id }}"},
+        pool=pool,
+        **kwargs,
+    )
+
+
+def cli_step(task_id: str, *args: str, **kwargs) -> CliStep:
+    """A task that runs `batchloop <args>` (no Spark)."""
+    return CliStep(task_id=task_id, arguments=list(args), **kwargs)

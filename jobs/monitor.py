@@ -1,0 +1,106 @@
+"""Performance on matured labels: what production served on day D-30, judged by the labels known on D.
+
+One aggregation per run: scores (and shadow scores) joined with the day's labels are
+counted per model version and score bin (10,000 bins of the [0, 1] score range), and
+AUC, log loss, Brier score and calibration error are computed from those counts. AUC
+treats scores within one bin as tied, which moves it by well under 1e-4.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.lake import Lake
+from jobs.settings import Params
+
+log = logging.getLogger(__name__)
+
+SCORE_BINS = 10_000
+CALIBRATION_BINS = 10
+
+SCHEMA = T.StructType([
+    T.StructField("source", T.StringType()), T.StructField("model_name", T.StringType()),
+    T.StructField("model_version", T.StringType()), T.StructField("rows", T.LongType()),
+    T.StructField("positives", T.LongType()), T.StructField("auc", T.DoubleType()),
+    T.StructField("log_loss", T.DoubleType()), T.StructField("brier", T.DoubleType()),
+    T.StructField("calibration_error", T.DoubleType()), T.StructField("measured_on", T.DateType()),
+    T.StructField("computed_at", T.TimestampType()),
+])
+
+
+def auc_from_bins(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """AUC from per-bin label counts in ascending score order; a bin's pairs count as ties."""
+    pos, neg = np.asarray(positives, float), np.asarray(negatives, float)
+    if pos.sum() == 0 or neg.sum() == 0:
+        return float("nan")
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
+
+
+def calibration_from_bins(count: np.ndarray, score_sum: np.ndarray, label_sum: np.ndarray) -> float:
+    """Expected calibration error over equal-width bins."""
+    return float(np.abs(score_sum - label_sum).sum() / max(count.sum(), 1))
+
+
+def measure(joined, label: str) -> list[dict[str, Any]]:
+    """Quality per (source, model version) from one grouped aggregation over scored, labelled rows."""
+    p = F.least(F.greatest(F.col("score"), F.lit(1e-15)), F.lit(1 - 1e-15))
+    y = F.col(label).cast("double")
+    binned = joined.withColumn("bin", F.least(F.floor(F.col("score") * SCORE_BINS), F.lit(SCORE_BINS - 1)).cast("int"))
+    rows = (binned.groupBy("source", "model_name", "model_version", "bin")
+            .agg(F.count(F.lit(1)).alias("n"), F.sum(y).alias("pos"), F.sum("score").alias("ssum"),
+                 F.sum(-(y * F.log(p) + (1 - y) * F.log(1 - p))).alias("ll"),
+                 F.sum((F.col("score") - y) ** 2).alias("sq"))
+            .collect())
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["source"], r["model_name"], r["model_version"]), []).append(r)
+    out = []
+    for (source, name, version), items in sorted(groups.items()):
+        items.sort(key=lambda r: r["bin"])
+        n = np.array([r["n"] for r in items], float)
+        pos = np.array([r["pos"] for r in items], float)
+        ssum = np.array([r["ssum"] for r in items], float)
+        coarse = np.array([r["bin"] * CALIBRATION_BINS // SCORE_BINS for r in items])
+        cal = calibration_from_bins(np.bincount(coarse, n, CALIBRATION_BINS), np.bincount(coarse, ssum, CALIBRATION_BINS),
+                                    np.bincount(coarse, pos, CALIBRATION_BINS))
+        total = n.sum()
+        out.append({"source": source, "model_name": name, "model_version": version, "rows": int(total),
+                    "positives": int(pos.sum()), "auc": auc_from_bins(pos, n - pos),
+                    "log_loss": float(sum(r["ll"] for r in items) / total),
+                    "brier": float(sum(r["sq"] for r in items) / total), "calibration_error": cal})
+    return out
+
+
+def run(params: Params, lake: Lake, day: date, namespaces: tuple[Lake, ...] = ()) -> dict[str, Any]:
+    """Judge the scores served on day - label delay with the labels that matured by `day`."""
+    d = params.data
+    scored_day = day - timedelta(days=d.label_delay_days)
+    frames = []
+    for table in ("scores", "scores_shadow"):
+        if scored_day in lake.partitions(table):
+            frames.append(lake.read_partition(table, scored_day)
+                          .select(d.key, "score", "model_name", "model_version", F.lit(table).alias("source")))
+    if not frames:
+        log.warning("nothing was scored on %s (whose labels matured on %s): nothing to measure", scored_day, day)
+        return {"scored_day": scored_day.isoformat(), "labels_matured_on": day.isoformat(), "results": [],
+                "skipped": f"nothing was scored on {scored_day}"}
+    labels = lake.read_partition("labels", scored_day).where(F.col("available_at") <= F.lit(day)) \
+        .select(d.key, d.label)
+    served = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+    results = measure(served.join(labels, d.key, "inner"), d.label)
+    now = datetime.now(UTC)
+    rows = [{**r, "measured_on": day, "computed_at": now} for r in results]
+    lake.write_partition(lake.spark.createDataFrame(rows, SCHEMA), "performance_metrics", scored_day,
+                         {"labels_matured_on": day.isoformat()})
+    for r in results:
+        log.info("%s %s v%s on %s: AUC %.4f, log loss %.4f, calibration error %.4f (%d rows)", r["source"],
+                 r["model_name"], r["model_version"], scored_day, r["auc"], r["log_loss"], r["calibration_error"],
+                 r["rows"])
+    return {"scored_day": scored_day.isoformat(), "labels_matured_on": day.isoformat(), "results": results}

@@ -1,0 +1,65 @@
+"""The retraining policy: should a new model be trained now, and why. Pure: facts in, decision out."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date
+
+from jobs.settings import RetrainingParams
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the policy looks at, gathered by the retrain job from the lake and the registry."""
+
+    as_of: date
+    drift_breaches: tuple[bool, ...] = ()   # one per scored day, oldest first
+    champion_auc: float | None = None        # on matured labels, latest day
+    champion_trained_on: date | None = None     # the as-of day the champion was trained on
+    last_training: date | None = None        # as-of date of the latest training, any outcome
+    new_labelled_rows: int = 0               # labelled rows after the champion's training window
+    has_champion: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    retrain: bool
+    reasons: tuple[str, ...]
+    triggers: tuple[str, ...] = field(default=())
+    blockers: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(facts: Facts, params: RetrainingParams, force: bool = False) -> Decision:
+    """Retrain when a trigger fires and nothing blocks it; every reason is spelled out."""
+    triggers, blockers, notes = [], [], []
+    if not facts.has_champion:
+        triggers.append("no champion: the first model must be trained")
+    recent = facts.drift_breaches[-params.drift_windows:]
+    breaches = sum(recent)
+    drift_note = f"drift breached on {breaches} of the last {len(recent)} scored days " \
+                 f"(trigger: {params.drift_breaches} of {params.drift_windows})"
+    (triggers if breaches >= params.drift_breaches else notes).append(drift_note)
+    if facts.champion_auc is not None:
+        auc_note = f"champion AUC on matured labels {facts.champion_auc:.4f} (minimum {params.min_auc})"
+        (triggers if facts.champion_auc < params.min_auc else notes).append(auc_note)
+    if facts.champion_trained_on is not None:
+        age = (facts.as_of - facts.champion_trained_on).days
+        age_note = f"champion was trained {age} days ago (maximum {params.max_model_age_days})"
+        (triggers if age > params.max_model_age_days else notes).append(age_note)
+    if force:
+        triggers.append("forced by the operator")
+    if facts.has_champion and not force:
+        if facts.last_training is not None:
+            since = (facts.as_of - facts.last_training).days
+            if since < params.cooldown_days:
+                blockers.append(f"cooldown: last training {since} day(s) ago (at least {params.cooldown_days})")
+        if facts.new_labelled_rows < params.min_new_labelled_rows:
+            blockers.append(f"only {facts.new_labelled_rows} new labelled rows since the champion's window "
+                            f"(at least {params.min_new_labelled_rows})")
+    retrain = bool(triggers) and not blockers
+    reasons = [f"trigger: {t}" for t in triggers] + [f"blocked: {b}" for b in blockers] + \
+              [f"ok: {n}" for n in notes]
+    return Decision(retrain, tuple(reasons), tuple(triggers), tuple(blockers))

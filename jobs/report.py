@@ -1,0 +1,360 @@
+"""A self-contained HTML drift report: verdicts, drift scores, the trend and per-feature distributions."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from itertools import pairwise
+from typing import Any
+
+import matplotlib as mpl
+from jinja2 import Environment
+from markupsafe import Markup
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+from matplotlib.typing import RcKeyType
+
+log = logging.getLogger(__name__)
+
+# p-value methods signal drift when the statistic falls BELOW the threshold
+P_VALUE_METHODS = frozenset({"ks", "chisquare"})
+# a p-value of 0 or a runaway distance would otherwise squash every other bar to nothing
+RATIO_CAP = 5.0
+# beyond this many categories the bars become unreadable; the rest is counted in the caption
+MAX_CATEGORIES = 20
+TOP_TREND_FEATURES = 5
+# Okabe-Ito colours stay distinguishable under the common colour-vision deficiencies
+REF, CUR, DRIFT, OK, INK = "#0072B2", "#E69F00", "#D55E00", "#8C99A6", "#1D2329"
+_RC: dict[RcKeyType, Any] = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 10, "font.sans-serif": ["DejaVu Sans"],
+                           "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#8C99A6",
+                           "axes.titlesize": 11, "axes.titleweight": "bold", "legend.frameon": False}
+# namespaces, metadata and the DOCTYPE carry URLs; auto-generated ids are never referenced and collide
+# across figures; the per-text font stack and global <style> move into the page CSS once
+_SVG_NOISE = re.compile(r'<metadata>.*?</metadata>|<!--.*?-->|<style[^>]*>.*?</style>|<defs>\s*</defs>'
+                        r'| xmlns(?::\w+)?="[^"]*"| id="[\w.]+_\d+"|font-family:[^;"]*;? ?| transform="rotate\(-0 [^"]*"', re.S)
+_COORDS = re.compile(r'\b(d|x|y|transform)="([^"]*)"')
+_DECIMALS = re.compile(r"(\d+\.\d)\d+")
+
+
+def num(x: Any) -> float | None:
+    """The value as a finite float, or None for None, NaN, infinities and non-numbers."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def fmt(x: Any) -> str:
+    """A number to three significant digits (thousands grouped), "∞", or "n/a"."""
+    v = num(x)
+    if v is None:
+        return "∞" if isinstance(x, float) and x == math.inf else "n/a"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def pct(x: Any) -> str:
+    """A share as a percentage, or "n/a"."""
+    v = num(x)
+    return "n/a" if v is None else f"{v:.1%}"
+
+
+def short(x: float) -> str:
+    """A bin edge in a few characters: 1234567 -> 1.23M."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def clip(text: Any, width: int) -> str:
+    """The text cut to width characters, with an ellipsis when cut."""
+    s = str(text)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def ratio(method: dict[str, Any]) -> float | None:
+    """The statistic relative to its threshold, oriented so that > 1 means drift, capped at RATIO_CAP."""
+    is_test = method.get("method") in P_VALUE_METHODS
+    stat = num(method.get("p_value") if is_test else method.get("statistic"))
+    thr = num(method.get("threshold"))
+    if method.get("statistic") == math.inf:
+        return RATIO_CAP
+    if stat is None or thr is None or thr <= 0:
+        return None
+    if is_test:
+        return RATIO_CAP if stat <= 0 else min(thr / stat, RATIO_CAP)
+    return min(stat / thr, RATIO_CAP)
+
+
+def decisive(feature: dict[str, Any]) -> dict[str, Any]:
+    """The method that decided the feature's verdict (the first one when none is marked)."""
+    methods = [m for m in feature.get("methods") or [] if isinstance(m, dict)]
+    marked = [m for m in methods if m.get("decisive")] or [m for m in methods if m.get("method") == feature.get("decisive")]
+    return (marked or methods or [{}])[0]
+
+
+def severity(feature: dict[str, Any]) -> tuple[bool, float]:
+    """Sort key: drifted features first, then the furthest past their threshold."""
+    r = ratio(decisive(feature))
+    return (not feature.get("drifted"), -(r if r is not None else -1.0))
+
+
+def series(values: Any, n: int) -> list[float]:
+    """Exactly n floats from a JSON list, NaN where a value is missing or not a number."""
+    vals = [v if (v := num(x)) is not None else math.nan for x in list(values or [])[:n]]
+    return vals + [math.nan] * (n - len(vals))
+
+
+def anchor(name: Any) -> str:
+    """An HTML id for a feature's section."""
+    return "f-" + re.sub(r"[^A-Za-z0-9_-]", "-", str(name))
+
+
+def svg(fig: Figure, key: str) -> Markup:
+    """The figure as a compact inline <svg> element, safe to embed several times in one page."""
+    buf = io.StringIO()
+    # a per-figure salt keeps clip-path ids unique across figures and the output reproducible
+    with mpl.rc_context({"svg.hashsalt": key}):
+        fig.savefig(buf, format="svg")
+    text = buf.getvalue()
+    text = _SVG_NOISE.sub("", text[text.index("<svg"):])
+    text = _COORDS.sub(lambda m: m[1] + '="' + " ".join(_DECIMALS.sub(r"\1", m[2]).split()) + '"', text)
+    return Markup(text)
+
+
+def scores_chart(features: list[dict[str, Any]]) -> Markup | None:
+    """One bar per feature: its decisive statistic over its threshold, with 1.0 marking the threshold."""
+    if not features:
+        return None
+    methods = [decisive(f) for f in features]
+    widths = [ratio(m) or 0.0 for m in methods]
+    xmax = max(1.5, *widths) * 1.9  # room for the labels right of the longest bar
+    fig = Figure(figsize=(13, 1.2 + 0.3 * len(features)), layout="constrained")
+    ax = fig.add_subplot()
+    ys = range(len(features))
+    ax.barh(ys, widths, height=0.7, color=[DRIFT if f.get("drifted") else OK for f in features])
+    ax.set_yticks(ys, [clip(f.get("feature"), 32) for f in features])
+    ax.invert_yaxis()
+    ax.set_xlim(0, xmax)
+    ax.axvline(1.0, color=INK, ls="--", lw=1.2)
+    ax.annotate("threshold", xy=(1.0, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                textcoords="offset points", ha="center", va="bottom", fontsize=10)
+    for y, w, m in zip(ys, widths, methods, strict=True):
+        name = m.get("method") or "n/a"
+        stat = f"p = {fmt(m.get('p_value'))}" if name in P_VALUE_METHODS else fmt(m.get("statistic"))
+        capped = " (off scale)" if w >= RATIO_CAP else ""
+        # a white box keeps the label readable where it crosses the threshold line
+        ax.text(w + xmax * 0.01, y, f"{name} {stat} vs threshold {fmt(m.get('threshold'))}{capped}", va="center",
+                fontsize=9, color=INK, bbox={"fc": "white", "ec": "none", "pad": 0.5})
+    ax.set_xlabel("decisive statistic ÷ threshold  (p-value methods: threshold ÷ p-value)  —  above 1 means drift")
+    ax.grid(axis="x", color="#E3E7EB")
+    ax.set_axisbelow(True)
+    return svg(fig, "scores")
+
+
+def _day_axis(ax: Any, days: list[str], max_ticks: int) -> None:
+    """Day ticks thinned to at most max_ticks labels, shown as MM-DD when the year adds nothing."""
+    step = max(1, math.ceil(len(days) / max_ticks))
+    ticks = list(range(0, len(days), step))
+    ax.set_xticks(ticks, [days[i][5:] if len(days[i]) == 10 else days[i] for i in ticks],
+                  rotation=45, ha="right", rotation_mode="anchor")
+    ax.grid(axis="y", color="#E3E7EB")
+
+
+def _trend_line(ax: Any, n: int, values: Any, threshold: Any, color: str, label: str = "daily value") -> None:
+    """A statistic over days with its threshold as a dashed line, leaving headroom for a legend."""
+    ys = series(values, n)
+    ax.plot(range(n), ys, "o-", color=color, ms=3.5, lw=1.8, label=label)
+    thr = num(threshold)
+    if thr is not None:
+        ax.axhline(thr, color=DRIFT, ls="--", lw=1.2, label="threshold")
+    top = max([v for v in [*ys, thr] if v is not None and not math.isnan(v)], default=0.0)
+    ax.set_ylim(0, top * 1.35 or 1.0)
+
+
+def trend_chart(trend: dict[str, Any], dataset: dict[str, Any], prediction: dict[str, Any],
+                features: list[dict[str, Any]]) -> Markup | None:
+    """Drifted share and prediction drift per day, then the top features' decisive statistic per day."""
+    days = [str(d) for d in trend.get("days") or []]
+    if len(days) < 2:
+        return None
+    per_feature = trend.get("features") or {}
+    top = [f for f in features if f.get("feature") in per_feature][:TOP_TREND_FEATURES]
+    fig = Figure(figsize=(13, 6.6 if top else 3.4), layout="constrained")
+    rows: Any = fig.subfigures(2, 1, height_ratios=[1.15, 1]) if top else [fig]
+    share, pred = rows[0].subplots(1, 2)
+    _trend_line(share, len(days), trend.get("share_drifted"), dataset.get("threshold"), REF, "share drifted")
+    share.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    share.set_title(f"Share of drifted features (threshold {pct(dataset.get('threshold'))})")
+    method = prediction.get("method") or "statistic"
+    _trend_line(pred, len(days), trend.get("prediction"), prediction.get("threshold"), REF, method)
+    pred.set_title(f"Prediction drift: {method} (threshold {fmt(prediction.get('threshold'))})")
+    for ax in (share, pred):
+        _day_axis(ax, days, 14)
+        ax.legend(loc="best", fontsize=9)
+    if top:
+        rows[1].suptitle(f"Top {len(top)} features: decisive statistic per day (dashed: threshold)", fontsize=11)
+        axes = rows[1].subplots(1, TOP_TREND_FEATURES, squeeze=False)[0]
+        for ax, f in zip(axes, top, strict=False):
+            m = decisive(f)
+            _trend_line(ax, len(days), per_feature.get(f.get("feature")), m.get("threshold"),
+                        DRIFT if f.get("drifted") else REF)
+            ax.set_title(f"{clip(f.get('feature'), 24)}\n{m.get('method') or ''} (thr {fmt(m.get('threshold'))})",
+                         fontsize=10)
+            _day_axis(ax, days, 5)
+        for ax in axes[len(top):]:
+            ax.set_visible(False)
+    return svg(fig, "trend")
+
+
+def bars(plot: dict[str, Any]) -> tuple[list[str], list[float], list[float], int]:
+    """Labels and reference/current shares to draw, and how many categories were left out."""
+    if plot.get("type") == "categorical":
+        labels = [clip(c, 18) for c in plot.get("categories") or []]
+    else:
+        edges = [short(v) if (v := num(e)) is not None else "?" for e in plot.get("edges") or []]
+        labels = [f"≤{edges[0]}", *(f"{a}–{b}" for a, b in pairwise(edges)), f">{edges[-1]}"] if edges else []
+    n = max(len(labels), len(plot.get("reference") or []), len(plot.get("current") or []))
+    labels += [f"bin {i + 1}" for i in range(len(labels), n)]
+    ref, cur = series(plot.get("reference"), n), series(plot.get("current"), n)
+    keep = list(range(n))
+    if plot.get("type") == "categorical" and n > MAX_CATEGORIES:
+        # keep the categories that matter on either side, in their original order
+        biggest = sorted(keep, key=lambda i: -max(0.0 if math.isnan(v) else v for v in (ref[i], cur[i])))
+        keep = sorted(biggest[:MAX_CATEGORIES])
+    return [labels[i] for i in keep], [ref[i] for i in keep], [cur[i] for i in keep], n - len(keep)
+
+
+def distribution_chart(name: str, labels: list[str], ref: list[float], cur: list[float]) -> Markup | None:
+    """Reference and current shares side by side per bin or category."""
+    if not labels:
+        return None
+    fig = Figure(figsize=(6.4, 3.1), layout="constrained")
+    ax = fig.add_subplot()
+    xs = range(len(labels))
+    # a missing share draws as an empty slot rather than failing the whole page
+    ax.bar([x - 0.2 for x in xs], [0.0 if math.isnan(v) else v for v in ref], 0.4, color=REF, label="reference")
+    ax.bar([x + 0.2 for x in xs], [0.0 if math.isnan(v) else v for v in cur], 0.4, color=CUR, label="current")
+    ax.set_xticks(xs, labels, rotation=40 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center",
+                  rotation_mode="anchor", fontsize=9)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    ax.set_ylabel("share of rows")
+    ax.grid(axis="y", color="#E3E7EB")
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper right", fontsize=9, ncols=2)
+    ax.margins(y=0.18)  # headroom so the legend does not sit on the tallest bars
+    return svg(fig, f"dist-{name}")
+
+
+def feature_view(feature: dict[str, Any]) -> dict[str, Any]:
+    """Everything the template shows for one feature."""
+    name = str(feature.get("feature") or "?")
+    plot: dict[str, Any] = feature["plot"] if isinstance(feature.get("plot"), dict) else {}
+    labels, ref, cur, hidden = bars(plot)
+    top = decisive(feature)
+    methods = [{**m, "is_test": m.get("method") in P_VALUE_METHODS, "decisive": bool(m.get("decisive")) or m is top}
+               for m in feature.get("methods") or [] if isinstance(m, dict)]
+    return {"name": name, "anchor": anchor(name), "kind": feature.get("kind") or "", "drifted": feature.get("drifted"),
+            "importance": feature.get("importance"), "missing": plot.get("missing") or {}, "hidden": hidden,
+            "categorical": plot.get("type") == "categorical", "methods": methods,
+            "chart": distribution_chart(name, labels, ref, cur)}
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Drift report · {{ s.model }} · {{ s.date }}</title>
+<style>
+body{font:15px/1.45 system-ui,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;color:#1d2329;background:#f4f5f7;margin:0}
+main{max-width:1320px;margin:0 auto;padding:20px 24px}a{color:#0a58a5}figure{margin:0}
+.card,.kpi{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:16px 20px;margin:14px 0}
+h1{font-size:26px;margin:0 0 10px}h2{font-size:20px;margin:0 0 6px}h3{font-size:18px;margin:0 0 8px}
+.meta{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:3px 14px;margin:0}
+dt,th,.lbl,.kind,.note,figcaption{color:#55606b}dd{margin:0;font-weight:600;overflow-wrap:anywhere}
+.banner{border-radius:8px;padding:14px 20px;font-size:24px;font-weight:700;border-left:12px solid;margin:14px 0}
+.banner small{display:block;font-size:16px;font-weight:400}.unknown{background:#eceff2;border-color:#8c99a6}
+.bad{background:#fde8dc;border-color:#D55E00;color:#6b2500}.good{background:#e1f3ea;border-color:#009E73;color:#0b4d3a}
+.kpis{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));gap:12px}.kpi{margin:0;padding:12px 16px}
+.big{font-size:26px;font-weight:700;display:block}.lbl,.note,table{font-size:14px}.note{margin:0 0 8px}
+.tag{display:inline-block;padding:0 8px;border-radius:10px;font-size:13px;font-weight:700;white-space:nowrap}
+.drift{background:#a33f00;color:#fff}.ok{background:#e1f3ea;color:#0b4d3a}.na{background:#eceff2;color:#55606b}
+.kind{font-weight:400;font-size:15px}figcaption{font-size:13px}
+table{border-collapse:collapse;width:100%;min-width:540px}th{font-weight:600}tr.dec td{background:#fff6e5}
+th,td{padding:4px 8px;border-bottom:1px solid #e3e7eb;text-align:left;white-space:nowrap}
+.n{text-align:right;font-variant-numeric:tabular-nums}
+.feature{display:grid;grid-template-columns:minmax(0,1fr) auto;gap:18px;align-items:start}
+svg{max-width:100%;height:auto}svg *{stroke-linejoin:round;stroke-linecap:butt}
+svg text{font-family:"DejaVu Sans",Verdana,Arial,sans-serif}
+</style></head><body><main>
+{% macro verdict(flag) %}{% if flag is sameas true %}<span class="tag drift">▲ drift</span>{% elif flag is sameas false %}<span class="tag ok">✓ no drift</span>{% else %}<span class="tag na">verdict n/a</span>{% endif %}{% endmacro %}
+<header class="card"><h1>Drift report — {{ s.model or "n/a" }} — {{ s.date or "n/a" }}</h1><dl class="meta">
+<dt>Model</dt><dd>{{ s.model or "n/a" }}</dd><dt>Resolved from</dt><dd>{{ s.model_reference or "n/a" }}</dd>
+<dt>Reference</dt><dd>{{ ref.rows|fmt }} rows, window {{ ref.window or "n/a" }}</dd><dt>Current</dt><dd>{{ cur.rows|fmt }} rows on {{ s.date or "n/a" }}</dd>
+<dt>Run id</dt><dd>{{ s.run_id or "n/a" }}</dd><dt>Generated at</dt><dd>{{ s.generated_at or "n/a" }}</dd></dl></header>
+<div class="banner {{ 'bad' if ds.breached is sameas true else 'good' if ds.breached is sameas false else 'unknown' }}">
+{% if ds.breached is sameas true %}⚠ Drift BREACHED{% elif ds.breached is sameas false %}✓ Drift NOT breached{% else %}Drift verdict unavailable{% endif %}
+<small>{{ ds.share_drifted|pct }} of features drifted — threshold {{ ds.threshold|pct }}; importance-weighted share {{ ds.weighted_share|pct }}</small></div>
+<div class="kpis">
+<div class="kpi"><span class="lbl">Share of drifted features</span><span class="big">{{ ds.share_drifted|pct }}</span>
+threshold {{ ds.threshold|pct }} (drift if above) {{ verdict(ds.drifted) }}<br><span class="lbl">{{ drifted|length }} drifted:
+{% for name in drifted %}<a href="#{{ name|anchor }}">{{ name }}</a>{{ ", " if not loop.last }}{% else %}none{% endfor %}</span></div>
+<div class="kpi"><span class="lbl">Importance-weighted drifted share</span><span class="big">{{ ds.weighted_share|pct }}</span>
+<span class="lbl">share of model feature importance carried by drifted features</span></div>
+<div class="kpi"><span class="lbl">Prediction drift ({{ pred.method or "n/a" }})</span><span class="big">{{ pred.statistic|fmt }}</span>
+threshold {{ pred.threshold|fmt }} (drift if above) {{ verdict(pred.drifted) }}</div>
+<div class="kpi"><span class="lbl">Multivariate drift ({{ (mv.method or "n/a")|upper }})</span><span class="big">p = {{ mv.p_value|fmt }}</span>
+α = {{ mv.alpha|fmt }} (drift if p below α) {{ verdict(mv.drifted) }}<br><span class="lbl">statistic {{ mv.statistic|fmt }}
+on {{ sample[0]|fmt }} reference / {{ sample[1]|fmt }} current sampled rows</span></div></div>
+<section class="card"><h2>Links</h2><ul>{% for name, href in links %}<li>{{ name }}: {% if href %}<a href="{{ href }}">{{ href }}</a>{% else %}{{ raw[name] }}{% endif %}</li>{% else %}<li>none</li>{% endfor %}</ul></section>
+<section class="card"><h2>Drift scores</h2>
+<p class="note">One bar per feature, drifted first: its decisive statistic divided by that method's threshold (for p-value methods, threshold divided by the p-value), so every bar past the dashed line at 1.0 is drift. Bars are capped at {{ cap|fmt }}. Orange-red bars are drifted features.</p>
+{{ scores or "No features in this summary." }}</section>
+<section class="card"><h2>Trend</h2>
+{% if trend %}<p class="note">The last {{ days }} days; dashed lines are today's thresholds. Gaps are days without a value.</p>{{ trend }}
+{% else %}<p class="note">Not enough history for a trend: {{ days }} day(s) recorded, 2 needed.</p>{% endif %}</section>
+<h2>Features ({{ features|length }}, drifted first)</h2>
+{% for f in features %}<article class="card" id="{{ f.anchor }}"><h3>{{ f.name }} <span class="kind">{{ f.kind }} · importance {{ f.importance|fmt }}</span> {{ verdict(f.drifted) }}</h3>
+<div class="feature"><figure>{{ f.chart or "No distribution recorded." }}<figcaption>Share of rows per {{ "category" if f.categorical else "bin" }}{% if f.hidden %} ({{ f.hidden }} smaller categories not shown){% endif %}.
+Missing values: reference {{ f.missing.reference|pct }}, current {{ f.missing.current|pct }}.</figcaption></figure>
+<table><thead><tr><th>Method</th><th class="n">Statistic</th><th class="n">p-value</th><th class="n">Threshold</th><th>Rule</th><th>Verdict</th><th>Decisive</th></tr></thead><tbody>
+{% for m in f.methods %}<tr{% if m.decisive %} class="dec"{% endif %}><td>{{ m.method or "n/a" }}</td><td class="n">{{ m.statistic|fmt }}</td><td class="n">{{ m.p_value|fmt if m.is_test else "" }}</td><td class="n">{{ m.threshold|fmt }}</td>
+<td>drift if {{ "p below" if m.is_test else "above" }}</td><td>{{ verdict(m.drifted) }}</td><td>{{ "★ decisive" if m.decisive else "" }}</td></tr>
+{% else %}<tr><td colspan="7">No methods recorded.</td></tr>{% endfor %}</tbody></table></div></article>
+{% endfor %}</main></body></html>
+"""
+_ENV = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+_ENV.filters.update(fmt=fmt, pct=pct, anchor=anchor)
+_TEMPLATE = _ENV.from_string(PAGE)
+
+
+def safe_href(url: Any) -> str | None:
+    """The link target, or None for a scheme that would run code in the browser."""
+    text = str(url or "").strip()
+    return None if not text or re.match(r"(?i)(javascript|data|vbscript):", text) else text
+
+
+def section(summary: dict, key: str) -> dict[str, Any]:
+    """One block of the summary, empty when it is absent or malformed."""
+    value = summary.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def render_drift_report(summary: dict) -> str:
+    """A self-contained HTML page: verdicts, per-feature plots, drift scores and the trend."""
+    features = sorted((f for f in summary.get("features") or [] if isinstance(f, dict)), key=severity)
+    dataset, prediction, trend, links = (section(summary, k) for k in ("dataset", "prediction", "trend", "links"))
+    multivariate = section(summary, "multivariate")
+    sample = multivariate.get("sample_rows")
+    with mpl.rc_context(_RC):
+        scores = scores_chart(features)
+        trend_svg = trend_chart(trend, dataset, prediction, features)
+        views = [feature_view(f) for f in features]
+    page = _TEMPLATE.render(
+        s=summary, ds=dataset, pred=prediction, mv=multivariate, ref=section(summary, "reference"),
+        cur=section(summary, "current"), drifted=list(dataset.get("drifted_features") or []),
+        sample=sample if isinstance(sample, list) and len(sample) == 2 else [None, None],
+        links=[(k, safe_href(v)) for k, v in links.items()], raw=links, scores=scores, trend=trend_svg,
+        days=len(trend.get("days") or []), features=views, cap=RATIO_CAP)
+    log.info("drift report for %s on %s: %d features, %.0f kB", summary.get("model"), summary.get("date"),
+             len(features), len(page) / 1024)
+    return page

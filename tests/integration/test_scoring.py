@@ -1,0 +1,192 @@
+"""Batch scoring on the real services: idempotent partitions, lineage, shadow, clear errors before any write."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs import registry
+from jobs import score as scoring
+from jobs.errors import ContractViolation, GoldenSampleMismatch, ModelNotFound, PartitionNotFound
+from jobs.lake import checksum
+from tests.integration.conftest import train_version
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 2, 12)
+CONTENT = ["subscriber_id", "score", "model_name", "model_version", "model_alias", "model_reference",
+           "model_run_id", "code_version", "ood_features"]
+
+
+def test_scores_carry_lineage_on_every_row_and_a_manifest(champion, lake, env):
+    # given the champion (effective from 2026-02-11)
+    p, model = champion
+    # when a day is scored with the default reference
+    result = scoring.run(p, lake, lake, env, DAY)
+    # then one row per subscriber, with the model, how it was resolved, the runs and the code on every row
+    day = lake.read_partition("scores", DAY)
+    assert day.count() == day.select("subscriber_id").distinct().count() == result["scores_rows"] == 4000
+    lineage = day.select("model_name", "model_version", "model_alias", "model_reference", "model_run_id",
+                         "run_id", "code_version").distinct().collect()
+    assert len(lineage) == 1
+    row = lineage[0]
+    assert (row.model_name, row.model_version, row.model_alias) == ("churn_it", model.version, "champion")
+    assert row.model_reference == f"models:/churn_it@champion as of {DAY}"
+    assert row.model_run_id == model.run_id and row.run_id == result["run_id"]
+    assert day.where(F.col("scored_at").isNull() | (F.col("score") < 0) | (F.col("score") > 1)).count() == 0
+    manifest = lake.manifest("scores", DAY)
+    assert manifest["model_uri"] == model.uri and manifest["rows"] == 4000
+    assert manifest["input_rows"] == manifest["scores_rows"] + manifest["quarantined_rows"]
+    assert manifest["input_fingerprint"]["rows"] == 4000 and manifest["contract"]
+
+
+def test_rescoring_a_day_gives_identical_rows_and_one_partition(champion, lake, env):
+    p, _ = champion
+    scoring.run(p, lake, lake, env, DAY)
+    before = checksum(lake.read_partition("scores", DAY), CONTENT)
+    days_before = lake.partitions("scores")
+    # when the same day is scored again
+    scoring.run(p, lake, lake, env, DAY)
+    # then the rows are identical, nothing is duplicated, no other day changed
+    assert checksum(lake.read_partition("scores", DAY), CONTENT) == before
+    assert lake.partitions("scores") == days_before
+    assert lake.read_partition("scores", DAY).count() == 4000
+    # and only the committed version is left on disk (grace period 0 in tests)
+    versions = [n for n, is_dir, _ in lake.fs.children(f"{lake.table_root('scores')}/dt={DAY}") if is_dir]
+    assert len(versions) == 1
+
+
+def test_rows_outside_the_training_range_are_flagged(champion, lake, env):
+    p, _ = champion
+    scoring.run(p, lake, lake, env, DAY)
+    # the covariate shift of 2026-02-10 multiplies monthly charges by 1.3: some exceed the training maximum
+    flagged = lake.read_partition("scores", DAY).where(F.col("ood_features") > 0).count()
+    assert 0 < flagged < 4000
+
+
+def test_top_contributions_are_written_when_switched_on(champion, lake, env):
+    p, _ = champion
+    with_top = p.model_copy(update={"scoring": p.scoring.model_copy(update={"contributions_top_k": 3})})
+    retro = lake.with_namespace("scoring_contrib_tests")
+    scoring.run(with_top, lake, retro, env, DAY)
+    rows = retro.read_partition("scores", DAY).select("top_features").limit(5).collect()
+    assert all(len(r.top_features) == 3 for r in rows)
+    features = set(p.data.features)
+    assert all(c.feature in features for r in rows for c in r.top_features)
+
+
+def test_the_challenger_is_shadow_scored_in_the_same_pass(champion, world, lake, env, params):
+    # given a challenger waiting for a manual promotion
+    p, model = champion
+    manual = p.model_copy(update={"gate": p.gate.model_copy(update={"mode": "manual"})})
+    trained, _, outcome = train_version(manual, lake, env, date(2026, 2, 11), env.dvc_root / "data" / "it_shadow")
+    assert outcome["promoted"] is False
+    day = date(2026, 2, 13)  # the challenger applies from 2026-02-12
+    # when a day is scored
+    result = scoring.run(p, lake, lake, env, day)
+    # then scores come from the champion and scores_shadow from the challenger, key for key
+    assert result["shadow"] == trained.model.uri
+    shadow = lake.read_partition("scores_shadow", day)
+    assert shadow.select("model_version").distinct().collect()[0][0] == trained.model.version
+    assert shadow.count() == lake.read_partition("scores", day).count() == 4000
+    keys = lake.read_partition("scores", day).select("subscriber_id")
+    assert shadow.select("subscriber_id").subtract(keys).count() == 0
+    assert lake.manifest("scores_shadow", day)["model_uri"] == trained.model.uri
+
+
+def nothing_written(lake, day: date) -> bool:
+    return all(day not in lake.partitions(t) for t in ("scores", "quarantine", "scores_shadow"))
+
+
+@pytest.mark.parametrize("ref,message", [
+    ("models:/churn_it/99", "models:/churn_it/99 is not in the registry"),
+    ("models:/churn_it@nobody", "models:/churn_it@nobody is not in the registry"),
+    ("models:/no_such_model@champion", "no registered model named 'no_such_model'"),
+])
+def test_an_unknown_model_fails_before_anything_is_written(champion, lake, env, ref, message):
+    p, _ = champion
+    target = lake.with_namespace("scoring_error_tests")
+    with pytest.raises(ModelNotFound, match=message):
+        scoring.run(p, lake, target, env, DAY, model_ref=ref)
+    assert nothing_written(target, DAY)
+
+
+def test_a_day_before_the_first_champion_is_refused_with_the_history(champion, lake, env):
+    p, model = champion
+    target = lake.with_namespace("scoring_error_tests")
+    with pytest.raises(ModelNotFound, match="applies from 2026-02-11. Pin a version"):
+        scoring.run(p, lake, target, env, date(2026, 1, 20))
+    assert nothing_written(target, date(2026, 1, 20))
+
+
+def test_input_that_does_not_match_the_model_signature_fails_before_anything_is_written(champion, lake, env):
+    p, _ = champion
+    source = lake.with_namespace("scoring_signature_tests")
+    features = lake.read_partition("features", DAY)
+    source.write_partition(features.drop("support_calls"), "features", DAY)
+    with pytest.raises(ContractViolation, match="signature: missing column\\(s\\) support_calls"):
+        scoring.run(p, source, source, env, DAY)
+    typed = lake.with_namespace("scoring_type_tests")
+    typed.write_partition(features.withColumn("region", F.lit(1)), "features", DAY)
+    with pytest.raises(ContractViolation, match="region is int, the model needs a string category"):
+        scoring.run(p, typed, typed, env, DAY)
+    assert nothing_written(source, DAY) and nothing_written(typed, DAY)
+
+
+def test_an_empty_or_missing_input_partition_fails_before_anything_is_written(champion, lake, env):
+    p, _ = champion
+    source = lake.with_namespace("scoring_empty_tests")
+    source.write_partition(lake.read_partition("features", DAY).limit(0), "features", DAY)
+    with pytest.raises(PartitionNotFound, match="no rows for dt=2026-02-12"):
+        scoring.run(p, source, source, env, DAY)
+    with pytest.raises(PartitionNotFound, match="no rows for dt=2026-02-13"):
+        scoring.run(p, source, source, env, date(2026, 2, 13))
+    assert nothing_written(source, DAY)
+
+
+def test_a_golden_sample_mismatch_fails_before_anything_is_written(champion, lake, env, tmp_path):
+    # given a version whose recorded golden scores are not what this environment computes
+    import mlflow
+
+    p, model = champion
+    client = registry.client(env.mlflow_tracking_uri)
+    booster = registry.load_booster(model)
+    with mlflow.start_run(run_name="golden-mismatch-test") as run:
+        for name in ("reference_profile.json", "vocabulary.json", "training_window.json"):
+            mlflow.log_artifact(registry.download_artifact(model, name, str(tmp_path)))
+        golden = registry.load_json_artifact(model, "golden_sample.json")
+        golden["scores"] = [s + 1e-6 for s in golden["scores"]]
+        mlflow.log_dict(golden, "golden_sample.json")
+        mlflow.log_dict(registry.load_json_artifact(model, "contract/features.json"), "contract/features.json")
+        info = mlflow.lightgbm.log_model(booster, name="model", registered_model_name="churn_golden_test")
+    tags = client.get_model_version("churn_it", model.version).tags
+    client.set_model_version_tag("churn_golden_test", str(info.registered_model_version), "contract_fingerprint",
+                                 tags["contract_fingerprint"])
+    target = lake.with_namespace("scoring_error_tests")
+    # when it is asked to score
+    with pytest.raises(GoldenSampleMismatch, match="largest difference 1e-06"):
+        scoring.run(p, lake, target, env, DAY, model_ref=f"models:/churn_golden_test/{info.registered_model_version}")
+    # then nothing was written
+    assert nothing_written(target, DAY)
+    assert run.info.run_id
+
+
+def test_quarantined_rows_reconcile_with_the_scores(champion, lake, env):
+    # given a day with two bad rows
+    p, _ = champion
+    source = lake.with_namespace("scoring_quarantine_tests")
+    bad = lake.read_partition("features", DAY).withColumn(
+        "support_calls", F.when(F.col("subscriber_id").isin(3, 4), -1).otherwise(F.col("support_calls")))
+    source.write_partition(bad, "features", DAY)
+    # when it is scored
+    result = scoring.run(p, source, source, env, DAY)
+    # then they are quarantined with the rule they broke, the others scored: nothing lost
+    q = source.read_partition("quarantine", DAY).collect()
+    assert sorted(r.key for r in q) == ["3", "4"]
+    assert all(r.failed_expectations == ["expect_column_values_to_be_between(support_calls)"] for r in q)
+    assert json.loads(q[0].row)["support_calls"] == -1
+    assert result["input_rows"] == result["scores_rows"] + result["quarantined_rows"] == 4000
+    assert source.read_partition("scores", DAY).where(F.col("subscriber_id").isin(3, 4)).count() == 0

@@ -1,0 +1,116 @@
+import math
+import re
+
+from jobs.report import render_drift_report
+
+LINKS = {"mlflow_run": "http://127.0.0.1:5000/#/experiments/2/runs/abc",
+         "report": "s3://batchloop-reports/drift/churn/2026-02-12/report.html"}
+
+
+def method(name, statistic, threshold, drifted, decisive=False):
+    return {"method": name, "statistic": statistic, "threshold": threshold, "drifted": drifted, "decisive": decisive}
+
+
+def numeric(name, drifted, wasserstein, kind="numeric"):
+    return {"feature": name, "kind": kind, "importance": 0.1, "decisive": "wasserstein", "drifted": drifted,
+            "methods": [method("wasserstein", wasserstein, 0.1, drifted, decisive=True),
+                        method("psi", float("nan"), 0.2, None),
+                        method("ks", 0.0 if drifted else 0.4, 0.05, drifted),
+                        method("missing_share", 0.0, 0.05, False)],
+            "plot": {"type": "numeric", "edges": [10.0, 20.5, 1500.0, float("nan")],
+                     "reference": [0.2, 0.3, 0.3, 0.1, 0.1], "current": [0.1, 0.2, None, 0.4, 0.3],
+                     "missing": {"reference": 0.0, "current": None}}}
+
+
+def categorical(name, drifted, js):
+    return {"feature": name, "kind": "categorical", "importance": None, "decisive": "jensenshannon", "drifted": drifted,
+            "methods": [method("jensenshannon", js, 0.1, drifted, decisive=True),
+                        method("chisquare", 0.001 if drifted else 0.5, 0.05, drifted),
+                        method("unseen_share", None, 0.05, False)],
+            "plot": {"type": "categorical", "categories": ["basic", "family", "unlimited_5g"],
+                     "reference": [0.5, 0.5, 0.0], "current": [0.4, 0.4, 0.2],
+                     "missing": {"reference": 0.01, "current": 0.0}}}
+
+
+def a_summary(trend_days=0):
+    features = [numeric("monthly_charges", True, 0.31), numeric("tenure_months", False, 0.02),
+                numeric("total_charges", False, float("nan")), categorical("tariff_plan", True, 0.25),
+                categorical("contract_type", False, None), numeric("score", False, 0.05, kind="prediction")]
+    days = [f"2026-01-{d:02d}" for d in range(1, trend_days + 1)]
+    return {
+        "date": "2026-02-12", "model": "models:/churn/3", "model_reference": "models:/churn@champion as of 2026-02-12",
+        "run_id": "scheduled__2026-02-12T00:00:00+00:00", "generated_at": "2026-11-23T12:00:00+00:00",
+        "reference": {"rows": 378000, "window": "2026-01-01..2026-01-18"}, "current": {"rows": None},
+        "dataset": {"share_drifted": 0.4, "threshold": 0.3, "drifted": True, "weighted_share": float("nan"),
+                    "drifted_features": ["monthly_charges", "tariff_plan"], "breached": True},
+        "prediction": {"method": "wasserstein", "statistic": None, "threshold": 0.1, "drifted": None},
+        "multivariate": {"method": "mmd", "statistic": 0.0123, "p_value": 0.005, "alpha": 0.01, "drifted": True,
+                         "sample_rows": [1000, 1000]},
+        "features": features,
+        "trend": {"days": days, "share_drifted": [i / 40 for i in range(trend_days)],
+                  "prediction": [0.01 * i if i != 3 else None for i in range(trend_days)],
+                  "features": {f["feature"]: [0.02 * i if i != 5 else math.nan for i in range(trend_days)]
+                               for f in features}},
+        "links": LINKS,
+    }
+
+
+def test_the_page_shows_verdicts_features_and_thresholds_without_external_references():
+    # given a summary with drifted features, missing numbers and no trend history
+    summary = a_summary(trend_days=0)
+
+    # when it is rendered
+    page = render_drift_report(summary)
+
+    # then the verdict, every feature and the thresholds are on the page, with numbers it lacks shown as n/a
+    assert "Drift BREACHED" in page
+    for f in summary["features"]:
+        assert f'id="f-{f["feature"]}"' in page
+    assert "threshold 30.0%" in page
+    assert "drift if p below" in page and "drift if above" in page
+    assert "n/a" in page and not re.search(r"\bnan\b", page, re.IGNORECASE)
+    assert "Not enough history for a trend" in page
+    # and the charts are inline SVG, with no script and no URL but the links given
+    assert page.count("<svg") == 1 + len(summary["features"])
+    assert "<script" not in page.lower()
+    assert set(re.findall(r"https?://[^\s\"'<>]+", page)) <= set(LINKS.values())
+    for href in LINKS.values():
+        assert f'href="{href}"' in page
+    assert 20_000 < len(page) < 400_000
+
+
+def test_drifted_features_come_first_in_the_page():
+    # given a summary whose drifted features are not first in its list
+    summary = a_summary()
+
+    # when it is rendered
+    page = render_drift_report(summary)
+
+    # then the drifted features' sections come before the others
+    order = sorted(summary["features"], key=lambda f: page.index(f'id="f-{f["feature"]}"'))
+    assert [f["feature"] for f in order[:2]] == ["monthly_charges", "tariff_plan"]
+
+
+def test_a_fourteen_day_trend_renders_the_trend_charts():
+    # given a summary with two weeks of history
+    summary = a_summary(trend_days=14)
+
+    # when it is rendered
+    page = render_drift_report(summary)
+
+    # then the trend section has its chart with the per-feature small multiples
+    assert "Not enough history" not in page
+    assert "The last 14 days" in page
+    assert "Share of drifted features (threshold 30.0%)" in page
+    assert "Top 5 features" in page
+    assert page.count("<svg") == 2 + len(summary["features"])
+
+
+def test_an_empty_summary_still_renders_a_page():
+    # given a summary with nothing in it
+    # when it is rendered
+    page = render_drift_report({})
+
+    # then the page says the verdict is unavailable rather than failing
+    assert "Drift verdict unavailable" in page
+    assert "<svg" not in page
