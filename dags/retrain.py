@@ -66,8 +66,8 @@ def retrain():
 
     snapshot = spark_step("snapshot", "snapshot", "--as-of", AS_OF, "--out", SNAPSHOT, "--track")
     validate = spark_step("validate", "validate", "--snapshot", SNAPSHOT)
-    train = spark_step("train", "train", "--snapshot", SNAPSHOT)
-    evaluate = spark_step("evaluate", "evaluate", "--model", MODEL, "--snapshot", SNAPSHOT)
+    train = spark_step("train", "train", "--snapshot", SNAPSHOT, links="mlflow")
+    evaluate = spark_step("evaluate", "evaluate", "--model", MODEL, "--snapshot", SNAPSHOT, links="mlflow")
     gate = cli_step("gate", "gate", "--model", MODEL)
     promote = cli_step("promote", "promote", "--model", MODEL, "--if-gate-passed")
 

@@ -52,7 +52,7 @@ def score_daily():
 
     validate = spark_step("validate", "validate", "--dataset", "features", "--date", DAY)
     score = spark_step("score", "score", "--date", DAY, "--model", "{{ params.model or '' }}")
-    drift = spark_step("drift", "drift", "--date", DAY)
+    drift = spark_step("drift", "drift", "--date", DAY, links="drift")
     publish = cli_step("publish", "publish", "--date", DAY, trigger_rule="all_done")
 
     @task(outlets=[DRIFT_BREACH])

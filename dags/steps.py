@@ -62,20 +62,17 @@ DEFAULTS = {
 
 class MlflowRunLink(BaseOperatorLink):
     name = "MLflow run"
+    key = "mlflow_run"
 
     def get_link(self, operator, *, ti_key):
         from airflow.sdk.execution_time.xcom import XCom
 
-        return XCom.get_value(ti_key=ti_key, key="mlflow_run") or ""
+        return XCom.get_value(ti_key=ti_key, key=self.key) or ""
 
 
-class DriftReportLink(BaseOperatorLink):
+class DriftReportLink(MlflowRunLink):
     name = "Drift report"
-
-    def get_link(self, operator, *, ti_key):
-        from airflow.sdk.execution_time.xcom import XCom
-
-        return XCom.get_value(ti_key=ti_key, key="drift_report") or ""
+    key = "drift_report"
 
 
 def _result_path(context) -> Path:
@@ -85,22 +82,19 @@ def _result_path(context) -> Path:
     return state / "task-results" / ti.dag_id / safe_run / f"{ti.task_id}.{ti.try_number}.json"
 
 
-def _publish_result(context, path: Path):
-    """Return the command's JSON result and push the links it carries."""
-    if not path.exists():
-        return None
-    result = json.loads(path.read_text())
-    run_url = result.get("mlflow_run") if isinstance(result, dict) else None
-    if run_url:
-        context["ti"].xcom_push(key="mlflow_run", value=run_url)
-        context["ti"].xcom_push(key="drift_report", value=f"{run_url}/artifacts/drift_report.html")
+def _publish_result(context, path: Path, links: tuple):
+    """Return the command's JSON result and push the values its task's links show."""
+    result = json.loads(path.read_text()) if path.exists() else None
+    run_url = (result or {}).get("mlflow_run", "") if isinstance(result, dict) else ""
+    for link in links:
+        value = run_url if isinstance(link, MlflowRunLink) else f"{run_url}/artifacts/drift_report.html" \
+            if run_url else ""
+        context["ti"].xcom_push(key=link.key, value=value)
     return result
 
 
 class SparkStep(SparkSubmitOperator):
     """spark-submit of one batchloop command; its JSON result is the task's return value."""
-
-    operator_extra_links = (MlflowRunLink(), DriftReportLink())
 
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowFailException
@@ -115,14 +109,13 @@ class SparkStep(SparkSubmitOperator):
                 raise AirflowFailException(f"batchloop {self.application_args[2]} refused the input (no retry): "
                                            "see the `batchloop: error:` line in the log above") from None
             raise
-        return _publish_result(context, path)
+        return _publish_result(context, path, self.operator_extra_links)
 
 
 class CliStep(BaseOperator):
     """One batchloop command without Spark, in a subprocess; its JSON result is the task's return value."""
 
     template_fields = ("arguments",)
-    operator_extra_links = (MlflowRunLink(), DriftReportLink())
 
     def __init__(self, *, arguments: list[str], **kwargs):
         super().__init__(**kwargs)
@@ -142,12 +135,15 @@ class CliStep(BaseOperator):
             last = ((done.stderr or "").strip().splitlines() or ["no output"])[-1]
             error = AirflowFailException if done.returncode == EXIT_REFUSED else RuntimeError
             raise error(f"batchloop {self.arguments[0]} failed (exit {done.returncode}): {last}")
-        return _publish_result(context, path)
+        return _publish_result(context, path, self.operator_extra_links)
 
 
-def spark_step(task_id: str, *args: str, pool: str = LAKE_POOL, **kwargs) -> SparkStep:
+LINKS = {"mlflow": (MlflowRunLink(),), "drift": (MlflowRunLink(), DriftReportLink())}
+
+
+def spark_step(task_id: str, *args: str, pool: str = LAKE_POOL, links: str | None = None, **kwargs) -> SparkStep:
     """A task that runs `batchloop <args>` under spark-submit, tagged with the Airflow run id."""
-    return SparkStep(
+    step = SparkStep(
         task_id=task_id,
         application=JOBS_ENTRYPOINT,
         application_args=list(args),
@@ -160,8 +156,12 @@ def spark_step(task_id: str, *args: str, pool: str = LAKE_POOL, **kwargs) -> Spa
         pool=pool,
         **kwargs,
     )
+    step.operator_extra_links = LINKS.get(links or "", ())
+    return step
 
 
-def cli_step(task_id: str, *args: str, **kwargs) -> CliStep:
+def cli_step(task_id: str, *args: str, links: str | None = None, **kwargs) -> CliStep:
     """A task that runs `batchloop <args>` (no Spark)."""
-    return CliStep(task_id=task_id, arguments=list(args), **kwargs)
+    step = CliStep(task_id=task_id, arguments=list(args), **kwargs)
+    step.operator_extra_links = LINKS.get(links or "", ())
+    return step

@@ -172,7 +172,7 @@ def validate(
         report.write_text(json.dumps({k: v for k, v in record.items() if k != "contract_document"}, indent=1,
                                      default=str))
     if docs:
-        published = datadocs.publish(env, record, name, label)
+        published = datadocs.publish(env, record, name, label, "validate")
         typer.echo(f"Data Docs: {published['data_docs']}")
     if checked.report.verdict == "fail":
         raise ContractViolation(f"{name} {label} breaks its contract (see the summary above)")
@@ -190,8 +190,12 @@ def train(
 
     params, env = _settings()
     trained = job.run(params, _lake(env, "train").spark, env, in_repo(env, snapshot_dir), push=push)
+    from jobs import registry
+
+    client = registry.client(env.mlflow_tracking_uri)
     result = {"model": trained.model.uri, "version": trained.model.version, "window": trained.window.as_dict(),
-              "dvc_md5": trained.model.tags.get("dvc_md5"), **trained.metrics}
+              "dvc_md5": trained.model.tags.get("dvc_md5"),
+              "mlflow_run": registry.run_url(client, env.mlflow_tracking_uri, trained.model.run_id), **trained.metrics}
     if metrics_out:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
         metrics_out.write_text(json.dumps(result, indent=1, sort_keys=True))
@@ -222,9 +226,13 @@ def evaluate(
     lake = _lake(env, "evaluate")
     folder = in_repo(env, snapshot_dir) if snapshot_dir else _restore(params, env, ref)
     evaluation = promotion.evaluate(params, lake.spark, env, ref, folder)
+    from jobs import registry
+
     result = {"challenger": evaluation.challenger.uri,
               "champion": evaluation.champion.uri if evaluation.champion else None,
-              "evaluation_run_id": evaluation.run_id, **evaluation.metrics}
+              "evaluation_run_id": evaluation.run_id,
+              "mlflow_run": registry.run_url(registry.client(env.mlflow_tracking_uri), env.mlflow_tracking_uri,
+                                             evaluation.run_id), **evaluation.metrics}
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, sort_keys=True))

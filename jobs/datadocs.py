@@ -93,9 +93,9 @@ def render(record: dict[str, Any], dataset: str, day: str) -> str:
     return html.replace("</head>", f"{OFFLINE_CSS}</head>", 1)
 
 
-def publish(env: Env, record: dict[str, Any], dataset: str, day: str, html: bool = True) -> dict[str, str]:
+def publish(env: Env, record: dict[str, Any], dataset: str, day: str, step: str, html: bool = True) -> dict[str, str]:
     """Upload the record (and its rendered page) to the reports bucket; their addresses."""
-    stem = f"{dataset}/{day}/{_slug(record['run_id'])}"
+    stem = f"{dataset}/{day}/{_slug(record['run_id'])}.{step}"
     out = {"record": objectstore.upload(env, env.bucket_reports, f"validations/{stem}.json",
                                         json.dumps(record, default=str), "application/json")}
     if html:

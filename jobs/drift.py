@@ -27,8 +27,8 @@ from jobs import alerts, drift_stats, histogram, lineage, objectstore, registry
 from jobs.histogram import CategoryCounts, NumericHistogram
 from jobs.lake import Lake
 from jobs.reference import categorical_from, numeric_from
+from jobs.registry import PROFILE_ARTIFACT
 from jobs.settings import DriftParams, Env, Params
-from jobs.train import PROFILE_ARTIFACT
 
 log = logging.getLogger(__name__)
 

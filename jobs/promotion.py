@@ -29,8 +29,8 @@ from jobs.contract import combine, load_contract
 from jobs.encoding import encode_pandas
 from jobs.errors import InvalidParameter, ModelNotFound, PromotionRefused
 from jobs.metrics import Quality, bootstrap_auc_difference, quality
+from jobs.registry import VOCABULARY_ARTIFACT, WINDOW_ARTIFACT
 from jobs.settings import Env, Params
-from jobs.train import VOCABULARY_ARTIFACT, WINDOW_ARTIFACT
 from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,14 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 EVENT_PREFIX = "alias_event."
 
+# what training logs with every version (artifacts of its run) and the tag naming its contract
+PROFILE_ARTIFACT = "reference_profile.json"
+VOCABULARY_ARTIFACT = "vocabulary.json"
+GOLDEN_ARTIFACT = "golden_sample.json"
+WINDOW_ARTIFACT = "training_window.json"
+CONTRACT_ARTIFACT = "contract/features.json"
+CONTRACT_TAG = "contract_fingerprint"
+
 
 @dataclass(frozen=True)
 class ResolvedModel:
@@ -179,6 +187,12 @@ def move_alias(mlflow_client, name: str, alias: str, version: str | None, reason
     mlflow_client.set_registered_model_tag(name, key, json.dumps(event.as_dict(), sort_keys=True))
     log.info("alias %s@%s: %s -> %s from %s (%s)", name, alias, previous, version, effective_from, reason)
     return event
+
+
+def run_url(mlflow_client, tracking_uri: str, run_id: str) -> str:
+    """The MLflow UI page of a run."""
+    experiment = mlflow_client.get_run(run_id).info.experiment_id
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
 
 
 def has_alias(mlflow_client, name: str, alias: str) -> bool:

@@ -25,8 +25,14 @@ from jobs.contract import Contract, changed_expectations, load_contract, quarant
 from jobs.encoding import model_matrix
 from jobs.errors import ContractViolation, GoldenSampleMismatch, ModelNotFound
 from jobs.lake import Lake, checksum
+from jobs.registry import (
+    CONTRACT_ARTIFACT,
+    CONTRACT_TAG,
+    GOLDEN_ARTIFACT,
+    PROFILE_ARTIFACT,
+    VOCABULARY_ARTIFACT,
+)
 from jobs.settings import Env, Params, ValidationParams
-from jobs.train import CONTRACT_ARTIFACT, CONTRACT_TAG, GOLDEN_ARTIFACT, PROFILE_ARTIFACT, VOCABULARY_ARTIFACT
 from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
@@ -203,7 +209,7 @@ def run(params: Params, source: Lake, sink: Lake, env: Env, day: date, model_ref
                              persist=True)
     input_fingerprint = checksum(checked.annotated, [c for c in features.columns])
     published = datadocs.publish(env, checked.record(run_id), f"{sink.namespace}.features", day.isoformat(),
-                                 html=False)
+                                 "score", html=False)
     sink.write_partition(quarantine_frame(checked.annotated, d.key, run_id), "quarantine", day,
                          {"input_rows": checked.report.rows, "quarantined_rows": checked.report.quarantined,
                           "contract": features_contract.fingerprint})

@@ -26,18 +26,20 @@ from jobs.contract import combine, load_contract, raise_on_failure
 from jobs.encoding import Vocabulary, encode_pandas, learn_vocabulary
 from jobs.metrics import Quality, quality
 from jobs.reference import build_profile
+from jobs.registry import (
+    CONTRACT_ARTIFACT,
+    CONTRACT_TAG,
+    GOLDEN_ARTIFACT,
+    PROFILE_ARTIFACT,
+    VOCABULARY_ARTIFACT,
+    WINDOW_ARTIFACT,
+)
 from jobs.settings import Env, Params
 from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "batchloop-training"
-PROFILE_ARTIFACT = "reference_profile.json"
-VOCABULARY_ARTIFACT = "vocabulary.json"
-GOLDEN_ARTIFACT = "golden_sample.json"
-WINDOW_ARTIFACT = "training_window.json"
-CONTRACT_ARTIFACT = "contract/features.json"
-CONTRACT_TAG = "contract_fingerprint"
 DVC_ARTIFACT_DIR = "dvc"
 
 
