@@ -39,7 +39,8 @@ down: ## stop the local stack
 demo: up ## run the whole loop through the Airflow scheduler on the local stack
 	$(PY) -m infra.demo
 
-test: install ## run the tests (unit, integration on real local services, DAGs)
+test: install ## run the tests (unit, integration on real local services, DAGs, reliability, the UI)
+	@infra/system-deps.sh
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: install ## benchmarks (not part of make test): prints figures beside their baselines

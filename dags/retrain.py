@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import pendulum
+from datetime import timedelta
+
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from steps import DATE, DEFAULTS, DRIFT_BREACH, cli_step, spark_step
+from steps import DATE, DEFAULTS, DRIFT_BREACH, DVC_POOL, cli_step, spark_step
 
 AS_OF = "{{ ti.xcom_pull(task_ids='as_of_day') }}"
 SNAPSHOT = "snapshots/" + AS_OF
@@ -28,8 +29,10 @@ labelled data; the decision and its reasons are logged to MLflow, "no" included)
 
 @dag(
     dag_id="retrain",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"), assets=[DRIFT_BREACH]),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # no start_date, run_immediately 0: switched on, the first weekly run is next Monday's, not the past one
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC", run_immediately=timedelta(0)),
+        assets=[DRIFT_BREACH]),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULTS,
@@ -64,9 +67,9 @@ def retrain():
         """Stop here (the rest is skipped) when the policy says no."""
         return bool(decision and decision.get("retrain"))
 
-    snapshot = spark_step("snapshot", "snapshot", "--as-of", AS_OF, "--out", SNAPSHOT, "--track")
+    snapshot = spark_step("snapshot", "snapshot", "--as-of", AS_OF, "--out", SNAPSHOT, "--track", pool=DVC_POOL)
     validate = spark_step("validate", "validate", "--snapshot", SNAPSHOT)
-    train = spark_step("train", "train", "--snapshot", SNAPSHOT, links="mlflow")
+    train = spark_step("train", "train", "--snapshot", SNAPSHOT, pool=DVC_POOL, links="mlflow")
     evaluate = spark_step("evaluate", "evaluate", "--model", MODEL, "--snapshot", SNAPSHOT, links="mlflow")
     gate = cli_step("gate", "gate", "--model", MODEL)
     promote = cli_step("promote", "promote", "--model", MODEL, "--if-gate-passed")

@@ -38,7 +38,8 @@ model name or namespace is refused at once, naming the parameter); give exactly 
         "start": Param("2026-02-10", type="string", format="date", pattern=DATE, title="First day"),
         "end": Param("2026-02-16", type="string", format="date", pattern=DATE, title="Last day"),
         "namespace": Param("retro_test", type="string", pattern=NAMESPACE, title="Output namespace",
-                           description="where results go: retro_<letters, digits, _>"),
+                           description="where results go, e.g. `retro_march_v7`: `retro_` then lower-case "
+                                       "letters, digits and underscores"),
         "compare_to_production": Param(True, type="boolean", title="Compare to production"),
     },
 )

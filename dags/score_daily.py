@@ -50,7 +50,7 @@ def score_daily():
 
         return PokeReturnValue(is_done=committed_on_disk(load_env(), "features", data_interval_start.date()))
 
-    validate = spark_step("validate", "validate", "--dataset", "features", "--date", DAY)
+    validate = spark_step("validate", "validate", "--dataset", "features", "--date", DAY, "--no-docs")
     score = spark_step("score", "score", "--date", DAY, "--model", "{{ params.model or '' }}")
     drift = spark_step("drift", "drift", "--date", DAY, links="drift")
     publish = cli_step("publish", "publish", "--date", DAY, trigger_rule="all_done")

@@ -151,7 +151,8 @@ def spark_step(task_id: str, *args: str, pool: str = LAKE_POOL, links: str | Non
         name=f"batchloop-{task_id}",
         driver_memory=os.environ.get("BATCHLOOP_SPARK_DRIVER_MEMORY", "2g"),
         conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-              "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"},
+              "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={PROJECT / 'jobs' / 'log4j2.properties'} "
+                                               "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"},
         env_vars={"BATCHLOOP_RUN_ID": "{{ run_id }}"},
         pool=pool,
         **kwargs,

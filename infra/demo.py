@@ -46,33 +46,54 @@ def follow(client: AirflowClient, clock: Clock, dag_id: str, run_id: str) -> str
         if state in ("running", "success", "failed", "skipped", "up_for_retry"):
             clock.say(f"  {dag_id} {task:18} {state}")
 
+    clock.say(f"  {dag_id} run {run_id}: {client.run_state(dag_id, run_id)}")
     return client.wait(dag_id, run_id, timeout=3600, on_change=progress)
 
 
-def follow_backfill(client: AirflowClient, clock: Clock, days: list[date]) -> None:
-    """Report each scored day and every retrain run the drift events start, until all are done."""
-    reported: set[tuple[str, str, str]] = set()
-    wanted = {d.isoformat() for d in days}
+def score_day(client: AirflowClient, clock: Clock, day: date) -> dict:
+    """Backfill one day of score_daily through the scheduler and wait for it; what it did."""
+    client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
     while True:
-        runs = {r["dag_run_id"]: r for r in client.runs("score_daily") if r.get("run_type") == "backfill"}
-        retrains = [r for r in client.runs("retrain") if r.get("run_type") == "asset_triggered"]
-        for r in sorted(runs.values(), key=lambda r: r["logical_date"] or ""):
-            day = (r.get("data_interval_start") or r["logical_date"])[:10]
-            if (r["dag_run_id"], "run", r["state"]) not in reported and r["state"] in ("running", "success",
-                                                                                         "failed"):
-                reported.add((r["dag_run_id"], "run", r["state"]))
-                clock.say(f"score_daily {day}: {r['state']}")
-        for r in retrains:
-            if (r["dag_run_id"], "run", r["state"]) not in reported and r["state"] in ("running", "success",
-                                                                                         "failed"):
-                reported.add((r["dag_run_id"], "run", r["state"]))
-                clock.say(f"retrain (drift event) {r['dag_run_id'][-32:]}: {r['state']}")
-        done_days = {(r.get("data_interval_start") or r["logical_date"])[:10] for r in runs.values()
-                     if r["state"] in ("success", "failed")}
-        busy = [r for r in retrains if r["state"] in ("queued", "running")]
-        if wanted <= done_days and not busy:
-            return
-        time.sleep(5)
+        runs = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
+                and (r.get("data_interval_start") or "")[:10] == day.isoformat()]
+        if runs and runs[-1]["state"] in ("success", "failed"):
+            run = runs[-1]
+            break
+        time.sleep(3)
+    states = client.task_states("score_daily", run["dag_run_id"])
+    scored = client.xcom("score_daily", run["dag_run_id"], "score") if states.get("score") == "success" else None
+    drift = client.xcom("score_daily", run["dag_run_id"], "drift") if states.get("drift") == "success" else None
+    if scored and drift:
+        clock.say(f"score_daily {day}: {scored['scores_rows']:,} scored by {scored['model']} "
+                  f"({scored['quarantined_rows']} quarantined); drift {drift['share_drifted']:.0%} of features"
+                  f"{', prediction drifted' if drift['prediction_drifted'] else ''}"
+                  f"{' -> BREACH, drift event' if drift['breached'] else ''}")
+    else:
+        failed = [t for t, s in states.items() if s == "failed"]
+        clock.say(f"score_daily {day}: {run['state']} (failed: {', '.join(failed) or 'none'}; see the Airflow UI)")
+    return {"run": run, "alarm": states.get("raise_drift_alarm") == "success", "ended": run.get("end_date")}
+
+
+def follow_retraining(client: AirflowClient, clock: Clock, known: set[str]) -> None:
+    """Wait for the retrain run the drift event starts (one not in `known`), and say what its policy decided."""
+    while True:
+        runs = [r for r in client.runs("retrain") if r["run_type"] == "asset_triggered"
+                and r["dag_run_id"] not in known]
+        if runs and runs[-1]["state"] in ("success", "failed"):
+            break
+        time.sleep(3)
+    run = runs[-1]
+    decision = client.xcom("retrain", run["dag_run_id"], "policy") or {}
+    reasons = [r for r in decision.get("reasons", []) if r.startswith(("trigger", "blocked"))]
+    verdict = "RETRAIN" if decision.get("retrain") else "no"
+    clock.say(f"  retrain (drift event): policy {verdict}: {'; '.join(reasons) or 'nothing fired'}")
+    if decision.get("retrain"):
+        promoted = client.xcom("retrain", run["dag_run_id"], "promote") or {}
+        trained = client.xcom("retrain", run["dag_run_id"], "train") or {}
+        clock.say(f"  retrain: {trained.get('model')} trained on {trained.get('window', {}).get('first')}.."
+                  f"{trained.get('window', {}).get('last')}, holdout AUC {trained.get('holdout_auc', 0):.3f}; "
+                  + (f"promoted to champion from {promoted.get('effective_from')}" if promoted.get("promoted")
+                     else f"not promoted: {promoted.get('reason')}"))
 
 
 def main() -> int:
@@ -91,9 +112,13 @@ def main() -> int:
         if follow(client, clock, "retrain", run_id) != "success":
             raise AirflowError(f"the first training failed: see the retrain run {run_id}")
         days = [SCORE_FIRST + timedelta(days=i) for i in range((SCORE_LAST - SCORE_FIRST).days + 1)]
-        clock.say(f"backfill: score_daily {SCORE_FIRST}..{SCORE_LAST}, one day after the other")
-        client.backfill("score_daily", SCORE_FIRST.isoformat(), SCORE_LAST.isoformat(), max_active_runs=1)
-        follow_backfill(client, clock, days)
+        clock.say(f"daily scoring {SCORE_FIRST}..{SCORE_LAST}, a backfill run per day; a drift breach starts "
+                  "`retrain` through its Asset")
+        for day in days:
+            known = {r["dag_run_id"] for r in client.runs("retrain")}
+            outcome = score_day(client, clock, day)
+            if outcome["alarm"]:
+                follow_retraining(client, clock, known)
         promoted = promotion_day(stack)
         retro_first = promoted or SCORE_LAST
         clock.say(f"retro_test: the first champion over {retro_first}..{SCORE_LAST}, against production")

@@ -36,6 +36,10 @@ DEFAULT_PORTS = {
     "BATCHLOOP_AIRFLOW_PORT": 8080,
 }
 BUCKETS = ("BATCHLOOP_BUCKET_DVC", "BATCHLOOP_BUCKET_MLFLOW", "BATCHLOOP_BUCKET_REPORTS")
+POOLS = {
+    "lake": "Spark steps: one driver at a time on the embedded metastore (more slots with a remote one)",
+    "dvc": "steps that run DVC commands: never two at once",
+}
 
 
 class StackError(Exception):
@@ -369,11 +373,10 @@ class Stack:
         with log.open("ab") as out:
             result = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=self.env(),
                                     cwd=self.airflow_home, stdout=out, stderr=subprocess.STDOUT)
-            if result.returncode == 0:
-                result = subprocess.run(
-                    [str(VENV_BIN / "airflow"), "pools", "set", "lake", "1",
-                     "Spark steps: one driver at a time on the embedded metastore"],
-                    env=self.env(), cwd=self.airflow_home, stdout=out, stderr=subprocess.STDOUT)
+            for pool, description in POOLS.items():
+                if result.returncode == 0:
+                    result = subprocess.run([str(VENV_BIN / "airflow"), "pools", "set", pool, "1", description],
+                                            env=self.env(), cwd=self.airflow_home, stdout=out, stderr=subprocess.STDOUT)
         if result.returncode != 0:
             tail = "\n".join("  " + x for x in log.read_text(errors="replace").splitlines()[-25:])
             raise StackError(f"airflow db migrate failed. Last lines of {log}:\n{tail}")

@@ -38,8 +38,11 @@ def decisions(client) -> dict[str, str]:
     for run in sorted(client.search_runs([experiment.experiment_id], max_results=200),
                       key=lambda r: r.info.start_time):
         decision = json.loads(open(client.download_artifacts(run.info.run_id, "decision.json")).read())
-        reasons = [r for r in decision["reasons"] if not r.startswith("ok:")]
-        out[run.data.tags["as_of"]] = ("retrain" if decision["retrain"] else "no") + ": " + "; ".join(reasons)
+        if decision["retrain"]:
+            text = "retrain: " + "; ".join(t for t in decision["triggers"])
+        else:
+            text = "no: " + ("; ".join(decision["blockers"]) or "nothing fired")
+        out[run.data.tags["as_of"]] = text
     return out
 
 
@@ -71,11 +74,12 @@ def main(first: date, last: date) -> int:
     while day <= last:
         s, d = scored.get(day), drift.get(day)
         manifest = lake.manifest("quarantine", day) or {}
-        print(f"  {day}  {('v' + s['v']) if s else '-':5}  {s['rows'] if s else 0:>7}  "
-              f"{manifest.get('quarantined_rows', '-'):>5}  {(f'{d['statistic']:.0%}' if d else '-'):>7}  "
-              f"{(f'{prediction[day]:.2f}' if day in prediction else '-'):>6}  "
-              f"{('yes' if d and d['drifted'] else 'no' if d else '-'):6}  {('v' + shadow[day]) if day in shadow else '-':6}"
-              f"  {policy.get(day.isoformat(), '-')}")
+        cells = [str(day), f"v{s['v']}" if s else "-", str(s["rows"]) if s else "0",
+                 str(manifest.get("quarantined_rows", "-")), f"{d['statistic']:.0%}" if d else "-",
+                 f"{prediction[day]:.2f}" if day in prediction else "-",
+                 ("yes" if d["drifted"] else "no") if d else "-", f"v{shadow[day]}" if day in shadow else "-"]
+        print(f"  {cells[0]:10}  {cells[1]:5}  {cells[2]:>7}  {cells[3]:>5}  {cells[4]:>7}  {cells[5]:>6}  "
+              f"{cells[6]:6}  {cells[7]:6}  {policy.get(day.isoformat(), '-')}")
         day = date.fromordinal(day.toordinal() + 1)
     retro = lake.with_namespace("retro_first_champion")
     if retro.exists("retro_diff"):

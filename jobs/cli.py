@@ -75,6 +75,13 @@ def _lake(env, app_name: str):
     return Lake(build_session(env, app_name=f"batchloop-{app_name}"), env)
 
 
+def _spark(env, app_name: str):
+    """A Spark session without the metastore, for steps that only read a snapshot folder."""
+    from jobs.spark import build_session
+
+    return build_session(env.model_copy(update={"lake_format": "parquet"}), app_name=f"batchloop-{app_name}")
+
+
 def _emit(result: dict[str, Any]) -> None:
     text = json.dumps(result, default=str, indent=1)
     typer.echo(text)
@@ -139,7 +146,7 @@ def validate(
     date_: Annotated[str | None, typer.Option("--date", help="partition day, YYYY-MM-DD")] = None,
     snapshot_dir: Annotated[Path | None, typer.Option("--snapshot", help="a training snapshot folder instead")] = None,
     report: Annotated[Path | None, typer.Option(help="write the findings here as JSON")] = None,
-    docs: Annotated[bool, typer.Option(help="render Data Docs and upload them to the reports bucket")] = True,
+    docs: Annotated[bool, typer.Option(help="render the Data Docs page now (else `batchloop publish` does)")] = True,
 ) -> None:
     """Check a partition (or a snapshot) against its contract; print a summary; exit 1 when it fails."""
     from jobs import datadocs, lineage
@@ -154,15 +161,15 @@ def validate(
     if dataset:
         check_identifier(dataset, "--dataset")
     params, env = _settings()
-    lake = _lake(env, "validate")
     if snapshot_dir is not None:
         snapshot_dir = in_repo(env, snapshot_dir)
         contract = combine("snapshot", load_contract("features"), load_contract("labels"))
         window = snapshots.read_window(snapshot_dir)["window"]
-        checked = validate_frame(snapshots.read(lake.spark, snapshot_dir), contract, params.validation,
+        checked = validate_frame(snapshots.read(_spark(env, "validate"), snapshot_dir), contract, params.validation,
                                  f"snapshot {window['first']}..{window['last']}", params.data.key)
         name, label = "snapshot", window["as_of"]
     else:
+        lake = _lake(env, "validate")
         checked = validate_partition(lake, dataset, day, params.validation, params.data.key)
         name, label = f"{lake.namespace}.{dataset}", day.isoformat()
     typer.echo(checked.text)
@@ -171,9 +178,9 @@ def validate(
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps({k: v for k, v in record.items() if k != "contract_document"}, indent=1,
                                      default=str))
-    if docs:
-        published = datadocs.publish(env, record, name, label, "validate")
-        typer.echo(f"Data Docs: {published['data_docs']}")
+    published = datadocs.publish(env, record, name, label, "validate", html=docs)
+    typer.echo(f"Data Docs: {published.get('data_docs') or 'rendered by `batchloop publish`'} "
+               f"(record {published['record']})")
     if checked.report.verdict == "fail":
         raise ContractViolation(f"{name} {label} breaks its contract (see the summary above)")
 
@@ -189,7 +196,7 @@ def train(
     from jobs import train as job
 
     params, env = _settings()
-    trained = job.run(params, _lake(env, "train").spark, env, in_repo(env, snapshot_dir), push=push)
+    trained = job.run(params, _spark(env, "train"), env, in_repo(env, snapshot_dir), push=push)
     from jobs import registry
 
     client = registry.client(env.mlflow_tracking_uri)
@@ -223,9 +230,8 @@ def evaluate(
 
     ref = parse_model(_model_from(model, model_from))
     params, env = _settings()
-    lake = _lake(env, "evaluate")
     folder = in_repo(env, snapshot_dir) if snapshot_dir else _restore(params, env, ref)
-    evaluation = promotion.evaluate(params, lake.spark, env, ref, folder)
+    evaluation = promotion.evaluate(params, _spark(env, "evaluate"), env, ref, folder)
     from jobs import registry
 
     result = {"challenger": evaluation.challenger.uri,

@@ -131,22 +131,22 @@ def mmd_permutation_test(reference: np.ndarray, current: np.ndarray, permutation
     nonzero = d2[np.triu_indices_from(d2, k=1)]
     bandwidth = np.median(nonzero[nonzero > 0]) if np.any(nonzero > 0) else 1.0
     k = np.exp(-d2 / bandwidth)
-    n = len(ref)
-
-    def statistic(labels: np.ndarray) -> float:
-        a, b = labels, ~labels
-        na, nb = a.sum(), b.sum()
-        kaa = (k[np.ix_(a, a)].sum() - na) / (na * (na - 1))
-        kbb = (k[np.ix_(b, b)].sum() - nb) / (nb * (nb - 1))
-        kab = k[np.ix_(a, b)].mean()
-        return float(kaa + kbb - 2 * kab)
-
-    observed_labels = np.zeros(len(z), dtype=bool)
-    observed_labels[:n] = True
-    observed = statistic(observed_labels)
+    np.fill_diagonal(k, 0.0)  # the unbiased estimate leaves out each point's kernel with itself
+    n, total = len(ref), len(z)
     rng = np.random.default_rng(seed)
-    exceed = sum(statistic(rng.permutation(observed_labels)) >= observed for _ in range(permutations))
-    return observed, (exceed + 1) / (permutations + 1)
+    labels = np.zeros((total, permutations + 1))
+    labels[:n, 0] = 1.0  # column 0: the observed split; the others: random splits of the same sizes
+    for j in range(1, permutations + 1):
+        labels[rng.permutation(total)[:n], j] = 1.0
+    row_sums = k.sum(axis=1)
+    within_a = np.einsum("ij,ij->j", labels, k @ labels)   # a' K a for every split at once
+    a_rest = labels.T @ row_sums                            # a' K 1
+    within_b = row_sums.sum() - 2 * a_rest + within_a       # b' K b with b = 1 - a
+    between = a_rest - within_a                             # a' K b
+    m = total - n
+    stats_ = within_a / (n * (n - 1)) + within_b / (m * (m - 1)) - 2 * between / (n * m)
+    observed = float(stats_[0])
+    return observed, float((np.sum(stats_[1:] >= observed) + 1) / (permutations + 1))
 
 
 # -- one statistic of one column ------------------------------------------------------------------

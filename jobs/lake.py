@@ -24,6 +24,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -127,6 +129,29 @@ class FileSystem:
             self.delete(path)
         self.rename(tmp, path)
 
+    @contextmanager
+    def exclusive(self, lock: str, timeout_s: float = 600.0, stale_s: float = 600.0) -> Iterator[None]:
+        """Hold a lock file (created only if absent: atomic on local disks and HDFS) while committing."""
+        deadline = time.monotonic() + timeout_s
+        self.mkdirs(lock.rsplit("/", 1)[0])
+        while True:
+            try:
+                self._fs(lock).create(self._path(lock), False).close()
+                break
+            except Py4JJavaError:  # it exists: another writer commits this partition
+                age = [m for n, _, m in self.children(lock.rsplit("/", 1)[0]) if n == lock.rsplit("/", 1)[1]]
+                if age and time.time() * 1000 - age[0] > stale_s * 1000:
+                    log.warning("removing a stale commit lock %s (a writer died holding it)", lock)
+                    self.delete(lock)
+                elif time.monotonic() > deadline:
+                    raise ContractViolation(f"{lock} stayed locked for {timeout_s:.0f} s: another writer is "
+                                            "committing this partition") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            self.delete(lock)
+
     def read_text(self, path: str) -> str | None:
         if not self.exists(path):
             return None
@@ -162,7 +187,7 @@ class Lake:
         self.namespace = check_identifier(namespace or env.database, "namespace")
         self.root = env.warehouse.rstrip("/")
         self.fs = FileSystem(spark)
-        if self.format == "hive":
+        if self.format == "hive" and not spark.catalog.databaseExists(self.namespace):
             location = f"{self.root}/{self.namespace}.db"
             spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.namespace}` LOCATION '{location}'")
 
@@ -339,12 +364,13 @@ class Lake:
         root = self.table_root(table)
         final, trash = f"{root}/dt={day.isoformat()}", f"{root}/_trash/{commit_id}/dt={day.isoformat()}"
         journal = f"{root}/_journal/dt={day.isoformat()}.json"
-        self._recover(table)
-        self.fs.write_text(journal, json.dumps({"staged": staged, "final": final, "trash": trash}))
-        if self.fs.exists(final):
-            self.fs.rename(final, trash)
-        self.fs.rename(staged, final)
-        self.fs.delete(journal)
+        with self.fs.exclusive(f"{root}/_journal/dt={day.isoformat()}.lock"):
+            self._recover(table)
+            self.fs.write_text(journal, json.dumps({"staged": staged, "final": final, "trash": trash}))
+            if self.fs.exists(final):
+                self.fs.rename(final, trash)
+            self.fs.rename(staged, final)
+            self.fs.delete(journal)
         self._collect_garbage(f"{root}/_trash", keep=commit_id)
         return final
 

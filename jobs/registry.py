@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -85,6 +86,10 @@ def client(tracking_uri: str):
 
     if not tracking_uri:
         raise ServiceUnavailable("MLFLOW_TRACKING_URI is not set: start the stack with `make up`")
+    # MLflow retries failed requests with exponential backoff; its default (7 tries, up to
+    # minutes) would hide an outage for too long: three tries, then the task's own retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     if tracking_uri.startswith("http"):
         try:
             requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=5).raise_for_status()

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
@@ -15,6 +16,8 @@ from jobs.errors import ServiceUnavailable
 from jobs.settings import Env
 
 log = logging.getLogger(__name__)
+
+LOG4J2 = Path(__file__).with_name("log4j2.properties")
 
 # Held for the life of the process: the embedded Derby metastore admits one driver.
 _METASTORE_LOCK: list = []
@@ -75,13 +78,16 @@ def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.shuffle.partitions": "8",
     }
+    java_options = [f"-Dlog4j2.configurationFile={LOG4J2}"]
     if env.lake_format == "hive" and env.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = env.metastore_uri
     elif env.lake_format == "hive":
         lock_embedded_metastore(env.metastore)
         conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
             f"jdbc:derby:;databaseName={env.metastore / 'metastore_db'};create=true")
-        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={env.metastore}"
+        java_options.append(f"-Dderby.system.home={env.metastore}")
+    # only where this process starts the JVM; under spark-submit the DAG passes its own options
+    conf["spark.driver.extraJavaOptions"] = " ".join(java_options)
     for key, value in conf.items():
         builder = builder.config(key, value)
     if env.lake_format == "hive":

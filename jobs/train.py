@@ -24,6 +24,7 @@ from jobs import lineage, registry, versioning
 from jobs import snapshot as snapshots
 from jobs.contract import combine, load_contract, raise_on_failure
 from jobs.encoding import Vocabulary, encode_pandas, learn_vocabulary
+from jobs.errors import ServiceUnavailable
 from jobs.metrics import Quality, quality
 from jobs.reference import build_profile
 from jobs.registry import (
@@ -81,8 +82,7 @@ def importance(booster) -> dict[str, float]:
 
 def run(params: Params, spark, env: Env, folder: Path, push: bool = True) -> Trained:
     """Train on a snapshot folder: verify and push it with DVC, validate, fit, evaluate, register."""
-    import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.exceptions import MlflowException
 
     client = registry.client(env.mlflow_tracking_uri)
     d = params.data
@@ -117,7 +117,6 @@ def run(params: Params, spark, env: Env, folder: Path, push: bool = True) -> Tra
                            min(params.train.golden_rows, len(holdout)))
     features_contract = load_contract("features")
 
-    mlflow.set_experiment(EXPERIMENT)
     tags = {
         **record.as_tags(),
         "params_hash": params.digest(),
@@ -132,21 +131,46 @@ def run(params: Params, spark, env: Env, folder: Path, push: bool = True) -> Tra
     }
     if lineage.orchestrator_run_id():
         tags["airflow_run_id"] = lineage.orchestrator_run_id()
+    artifacts = {PROFILE_ARTIFACT: profile, VOCABULARY_ARTIFACT: vocab, GOLDEN_ARTIFACT: golden,
+                 WINDOW_ARTIFACT: snapshots.read_window(folder)}
+    try:
+        version = _log_and_register(params, client, booster, X_holdout, metrics, tags, checked.report,
+                                            features_contract, record, artifacts, window)
+    except MlflowException as exc:
+        raise ServiceUnavailable(
+            f"could not store the training run's artifacts and model through the MLflow server at "
+            f"{env.mlflow_tracking_uri} (is its artifact store, S3, up?); nothing was registered: "
+            f"{str(exc).splitlines()[0][:300]}") from None
+    registry.move_alias(client, params.model.name, registry.CHALLENGER, version,
+                        f"trained on {window.first}..{window.last}", window.as_of + timedelta(days=1),
+                        lineage.run_id())
+    model = registry.resolve(client, f"models:/{params.model.name}/{version}")
+    log.info("registered %s as @challenger: holdout AUC %.4f (train %.4f), snapshot %s", model.uri,
+             q_holdout.auc, q_train.auc, record.md5)
+    return Trained(model, metrics, window)
+
+
+def _log_and_register(params: Params, client, booster, X_holdout: pd.DataFrame, metrics: dict[str, float],
+                      tags: dict[str, str], report, features_contract, record: versioning.Record,
+                      artifacts: dict[str, Any], window: snapshots.Window) -> str:
+    """One MLflow run with everything a version needs, then the registered version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"train-{window.as_of}") as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({f"lgbm_{k}": v for k, v in params.train.lightgbm.items()})
         mlflow.log_params({"window_days": params.train.window_days, "holdout_days": params.train.holdout_days,
                            "as_of": window.as_of.isoformat(), "snapshot_md5": record.md5})
         mlflow.log_metrics(metrics)
         mlflow.set_tags(tags)
-        r = checked.report
-        mlflow.log_metrics({"validation_rows": r.rows, "validation_passed": r.passed,
-                            "validation_quarantined": r.quarantined})
-        mlflow.log_dict(r.as_dict(), "validation/snapshot.json")
+        mlflow.log_metrics({"validation_rows": report.rows, "validation_passed": report.passed,
+                            "validation_quarantined": report.quarantined})
+        mlflow.log_dict(report.as_dict(), "validation/snapshot.json")
         mlflow.log_dict(features_contract.document, CONTRACT_ARTIFACT)
         mlflow.log_dict(load_contract("labels").document, "contract/labels.json")
         mlflow.log_text(record.text, f"{DVC_ARTIFACT_DIR}/{Path(record.source).name}")
-        for name, content in ((PROFILE_ARTIFACT, profile), (VOCABULARY_ARTIFACT, vocab), (GOLDEN_ARTIFACT, golden),
-                              (WINDOW_ARTIFACT, snapshots.read_window(folder))):
+        for name, content in artifacts.items():
             (Path(tmp) / name).write_text(json.dumps(content))
             mlflow.log_artifact(str(Path(tmp) / name))
         example = X_holdout.head(5)
@@ -158,11 +182,4 @@ def run(params: Params, spark, env: Env, folder: Path, push: bool = True) -> Tra
         version = str(info.registered_model_version)
         for key, value in {**tags, "training_run_id": run.info.run_id}.items():
             client.set_model_version_tag(params.model.name, version, key, value)
-    registry.move_alias(client, params.model.name, registry.CHALLENGER, version,
-                        f"trained on {window.first}..{window.last}", window.as_of + timedelta(days=1),
-                        lineage.run_id())
-    model = registry.resolve(client, f"models:/{params.model.name}/{version}")
-    log.info("registered %s as @challenger: holdout AUC %.4f (train %.4f), snapshot %s", model.uri,
-             q_holdout.auc, q_train.auc, record.md5)
-    return Trained(model, metrics, window)
-
+    return version

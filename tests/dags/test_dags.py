@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.dags.conftest import MODEL
+from tests.dags.conftest import MODEL, RUN, dag_test
 
 pytestmark = pytest.mark.dags
-
-RUN = """
-import json, sys
-from datetime import datetime, timezone
-sys.path.insert(0, "{dags}")
-import {module} as m
-logical = {logical!r}
-run = m.{module}_dag.test(run_conf={conf!r},
-                          logical_date=datetime.fromisoformat(logical).replace(tzinfo=timezone.utc) if logical else None)
-states = {{ti.task_id: ti.state for ti in run.get_task_instances()}}
-print("RESULT " + json.dumps({{"state": str(run.state), "tasks": {{k: str(v) for k, v in states.items()}}}}))
-"""
-
-
-def dag_test(world, module: str, conf: dict | None = None, logical: str | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-c", RUN.format(dags=ROOT / "dags", module=module, conf=conf or {},
-                                                            logical=logical)],
-                          env=world.env, capture_output=True, text=True, timeout=1800, cwd=world.root)
-    log = world.root / f"dag_test_{module}.log"
-    log.write_text(done.stdout + done.stderr)
-    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    assert lines, f"no result; see {log}: " + (done.stdout + done.stderr)[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
-
-
-@pytest.fixture(scope="module")
-def trained(dag_world):
-    """The retrain DAG, forced on 2026-02-09: the first champion."""
-    return dag_test(dag_world, "retrain", {"as_of": "2026-02-09", "force": True})
 
 
 def test_retrain_trains_gates_and_promotes_the_first_champion(trained, dag_world, services):
@@ -63,19 +33,14 @@ def test_retrain_stops_after_the_policy_when_it_says_no(trained, dag_world):
 
 
 def test_score_daily_scores_the_interval_day_and_measures_drift(trained, dag_world):
+    # a run dated 2026-02-11 covers the data interval [2026-02-10, 2026-02-11): it scores 2026-02-10
     result = dag_test(dag_world, "score_daily", {}, logical="2026-02-11T00:00:00")
     assert result["state"] == "success", result
-    day = result_day(dag_world)
-    rows = dag_world.sql(f"SELECT count(*) AS n, min(model_version) AS v FROM scores WHERE dt = DATE'{day}'")
-    assert rows == [{"n": 1500, "v": "1"}]
     assert result["tasks"]["raise_drift_alarm"] in ("success", "skipped")
-    assert dag_world.sql(f"SELECT count(*) AS n FROM drift_metrics WHERE dt = DATE'{day}'")[0]["n"] > 60
-
-
-def result_day(world) -> str:
-    days = [r["dt"] for r in world.sql("SELECT DISTINCT dt FROM scores ORDER BY dt")]
-    assert days, "nothing was scored"
-    return days[-1]
+    rows = dag_world.sql("SELECT (SELECT count(*) FROM scores WHERE dt = DATE'2026-02-10') AS n, "
+                         "(SELECT min(model_version) FROM scores WHERE dt = DATE'2026-02-10') AS v, "
+                         "(SELECT count(*) FROM drift_metrics WHERE dt = DATE'2026-02-10') AS drift_rows")
+    assert rows[0]["n"] == 1500 and rows[0]["v"] == "1" and rows[0]["drift_rows"] > 60
 
 
 def test_monitor_performance_skips_a_day_with_nothing_to_measure(trained, dag_world):
@@ -84,14 +49,17 @@ def test_monitor_performance_skips_a_day_with_nothing_to_measure(trained, dag_wo
 
 
 def test_retro_test_writes_only_to_its_namespace(trained, dag_world):
-    before = dag_world.sql("SELECT dt, count(*) AS n, max(run_id) AS r FROM scores GROUP BY dt ORDER BY dt")
+    production = "SELECT dt, count(*) AS n, max(run_id) AS r FROM scores GROUP BY dt ORDER BY dt"
+    before = dag_world.sql(production)
     result = dag_test(dag_world, "retro_test", {"model_name": MODEL, "version": 1, "champion_as_of": None,
                                                  "start": "2026-02-10", "end": "2026-02-11",
                                                  "namespace": "retro_dagtest", "compare_to_production": True})
     assert result["state"] == "success", result
-    assert dag_world.sql("SELECT dt, count(*) AS n, max(run_id) AS r FROM scores GROUP BY dt ORDER BY dt") == before
-    retro = dag_world.sql("SELECT dt, count(*) AS n FROM retro_dagtest.scores GROUP BY dt ORDER BY dt")
-    assert [r["n"] for r in retro] == [1500, 1500]
+    after = dag_world.sql(f"SELECT * FROM ({production}) UNION ALL SELECT dt, count(*) AS n, 'retro' AS r "
+                          "FROM retro_dagtest.scores GROUP BY dt ORDER BY r, dt")
+    assert sorted((r["dt"], r["n"], r["r"]) for r in after if r["r"] != "retro") == \
+        sorted((r["dt"], r["n"], r["r"]) for r in before)  # production untouched
+    assert sorted((r["dt"], r["n"]) for r in after if r["r"] == "retro") == [("2026-02-10", 1500), ("2026-02-11", 1500)]
 
 
 def test_promote_refuses_a_rollback_without_a_previous_champion(trained, dag_world):

@@ -1,0 +1,282 @@
+"""The DAGs through the real scheduler: REST API runs, backfills, the trigger form in the UI, a scheduler restart.
+
+The Airflow components run as `make up` starts them (api-server, scheduler,
+dag-processor, triggerer; LocalExecutor, SQLite) on free ports, over the DAG world's
+lake and registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from infra.airflow_api import AirflowClient, AirflowError
+from infra.stack import Stack, free_ports
+from tests.dags.conftest import BIN, MODEL
+
+pytestmark = pytest.mark.dags
+
+CHECKSUM = ("SELECT dt, count(*) AS n, max(model_version) AS v, "
+            "sum(cast(hash(subscriber_id, score, model_version, ood_features) AS bigint)) AS h "
+            "FROM scores WHERE dt BETWEEN DATE'2026-02-11' AND DATE'2026-02-12' GROUP BY dt ORDER BY dt")
+
+
+@pytest.fixture(scope="module")
+def airflow(services, dag_world, trained):
+    """Airflow's components on free ports, over the DAG world (its champion trained by the retrain DAG)."""
+    ports = free_ports(["BATCHLOOP_AIRFLOW_PORT"])
+    url = f"http://127.0.0.1:{ports['BATCHLOOP_AIRFLOW_PORT']}"
+    config = {**services.config, "BATCHLOOP_AIRFLOW_PORT": str(ports["BATCHLOOP_AIRFLOW_PORT"]),
+              "BATCHLOOP_AIRFLOW_URL": url, "BATCHLOOP_STATE_DIR": dag_world.env["BATCHLOOP_STATE_DIR"],
+              **{k: dag_world.env[k] for k in ("BATCHLOOP_DVC_ROOT", "BATCHLOOP_PARAMS",
+                                              "BATCHLOOP_LAKE_GC_GRACE_MINUTES")}}
+    stack = Stack(config)
+    stack.up({"airflow"})
+    client = AirflowClient.from_password_file(url, stack.password_file())
+    client.wait_for_dags(["score_daily", "retrain", "retro_test", "promote", "monitor_performance"])
+    yield stack, client
+    stack.down()
+
+
+def wait_runs(client: AirflowClient, dag_id: str, count: int, run_type: str, timeout: float = 1200) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [r for r in client.runs(dag_id) if r["run_type"] == run_type]
+        if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
+            return runs
+        time.sleep(5)
+    raise AssertionError(f"{dag_id} {run_type} runs did not finish: {client.runs(dag_id)}")
+
+
+def test_a_backfill_scores_each_day_through_the_scheduler(airflow, dag_world):
+    # given the scheduler and a champion from 2026-02-10
+    stack, client = airflow
+    client.unpause("score_daily")
+    # when a backfill is created through the REST API
+    client.backfill("score_daily", "2026-02-11", "2026-02-12", max_active_runs=2)
+    runs = wait_runs(client, "score_daily", 2, "backfill")
+    # then each day ran every step and holds one score per subscriber from the champion
+    assert [r["state"] for r in runs] == ["success", "success"], runs
+    for run in runs:
+        states = client.task_states("score_daily", run["dag_run_id"])
+        assert {k: v for k, v in states.items() if k != "raise_drift_alarm"} == {
+            "wait_for_features": "success", "validate": "success", "score": "success", "drift": "success",
+            "publish": "success"}
+    rows = dag_world.sql(CHECKSUM)
+    assert [(r["dt"], r["n"], r["v"]) for r in rows] == [("2026-02-11", 1500, "1"), ("2026-02-12", 1500, "1")]
+    (Path(dag_world.root) / "first_backfill.json").write_text(json.dumps(rows))
+
+
+def test_running_the_backfill_again_changes_nothing(airflow, dag_world):
+    # given the days scored by the first backfill
+    stack, client = airflow
+    before = json.loads((Path(dag_world.root) / "first_backfill.json").read_text())
+    # when `airflow backfill create` runs them again, with the champion's version pinned in the run conf
+    done = subprocess.run([str(BIN / "airflow"), "backfill", "create", "--dag-id", "score_daily",
+                           "--from-date", "2026-02-11", "--to-date", "2026-02-12", "--reprocess-behavior",
+                           "completed", "--dag-run-conf", json.dumps({"model": f"models:/{MODEL}/1"})],
+                          env=stack.env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        runs = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"]
+        if all(r["state"] == "success" for r in runs) and all(r["conf"].get("model") for r in runs):
+            break
+        time.sleep(5)
+    # then the same rows, the same counts, one partition per day
+    assert dag_world.sql(CHECKSUM) == before
+
+
+def test_a_bad_parameter_is_refused_at_once_naming_it(airflow):
+    stack, client = airflow
+    with pytest.raises(AirflowError, match="HTTP 400.*param start.*'2026-02-30' is not a 'date'"):
+        client.trigger("retro_test", {"model_name": MODEL, "version": 1, "start": "2026-02-30",
+                                      "end": "2026-02-12", "namespace": "retro_bad"})
+    with pytest.raises(AirflowError, match="HTTP 400.*param namespace"):
+        client.trigger("retro_test", {"model_name": MODEL, "version": 1, "start": "2026-02-11",
+                                      "end": "2026-02-12", "namespace": "batchloop"})
+
+
+def test_the_api_requires_a_login(airflow):
+    stack, _ = airflow
+    url = stack.config["BATCHLOOP_AIRFLOW_URL"]
+    assert requests.get(f"{url}/api/v2/dags", timeout=10).status_code == 401
+    assert requests.post(f"{url}/api/v2/dags/retro_test/dagRuns", json={"logical_date": None},
+                         timeout=10).status_code == 401
+    assert requests.post(f"{url}/auth/token", json={"username": "admin", "password": "wrong"},
+                         timeout=10).status_code in (401, 403)
+
+
+def test_the_run_completes_when_the_scheduler_is_killed_and_restarted(airflow, dag_world):
+    # given a run whose Spark step is under way
+    stack, client = airflow
+    # (a manual run scores the last complete day before its date: 2026-02-13)
+    run_id = client.trigger("score_daily", {}, logical_date="2026-02-14T00:00:00Z")
+    deadline = time.monotonic() + 600
+    while client.task_states("score_daily", run_id).get("validate") != "running":
+        assert time.monotonic() < deadline, client.task_states("score_daily", run_id)
+        time.sleep(2)
+    scheduler = next(s for s in stack.airflow() if s.name == "airflow-scheduler")
+    # when the scheduler process is killed outright and started again
+    os.kill(stack.pid(scheduler), signal.SIGKILL)
+    time.sleep(3)
+    stack.start(scheduler)
+    # then the run still ends in success with the whole day scored
+    assert client.wait("score_daily", run_id, timeout=1500) == "success", client.task_states("score_daily", run_id)
+    rows = dag_world.sql("SELECT count(*) AS n FROM scores WHERE dt = DATE'2026-02-13'")
+    assert rows == [{"n": 1500}]
+
+
+INJECTIONS = ["x'; DROP TABLE scores; --", "batchloop.scores", "../../etc/passwd", "$(touch /tmp/batchloop_pwned)",
+              "`touch /tmp/batchloop_pwned`", "{{ 7 * 7 }}", "models:/churn/1; rm -rf /", "2026-02-10' OR '1'='1",
+              "retro_x; DROP DATABASE batchloop", "retro_x`"]
+STRING_PARAMS = {  # every string parameter the DAGs take, with a valid value for the others
+    "score_daily": {"model": {}},
+    "retrain": {"as_of": {}},
+    "retro_test": {p: {"model_name": MODEL, "version": 1, "start": "2026-02-11", "end": "2026-02-11",
+                       "namespace": "retro_inj"} for p in ("model_name", "champion_as_of", "start", "end", "namespace")},
+    "promote": {p: {"action": "promote", "model_name": MODEL, "version": 1, "reason": "injection test"}
+                for p in ("action", "model_name", "effective_from")},
+}
+
+
+def test_injection_strings_through_every_parameter_are_refused_before_any_work(airflow):
+    stack, client = airflow
+    refused = 0
+    for dag_id, params in STRING_PARAMS.items():
+        for name, others in params.items():
+            for value in INJECTIONS:
+                with pytest.raises(AirflowError, match=f"HTTP 400.*param {name}"):
+                    client.trigger(dag_id, {**others, name: value})
+                refused += 1
+    assert refused == len(INJECTIONS) * sum(len(p) for p in STRING_PARAMS.values())
+
+
+def test_free_text_reaches_the_command_as_one_literal_argument(airflow):
+    # the promotion reason is free text: it is passed as one argument, never to a shell or re-rendered
+    stack, client = airflow
+    client.unpause("promote")
+    reason = "{{ 7 * 7 }} $(touch /tmp/batchloop_pwned); DROP TABLE scores"
+    run_id = client.trigger("promote", {"action": "promote", "model_name": MODEL, "version": 1, "reason": reason})
+    assert client.wait("promote", run_id, timeout=600) == "success"
+    ti = client.call("GET", f"/dags/promote/dagRuns/{run_id}/taskInstances/move_alias")
+    assert reason in json.dumps(ti["rendered_fields"]) and "49" not in json.dumps(ti["rendered_fields"])
+    assert not Path("/tmp/batchloop_pwned").exists()
+
+
+def test_every_airflow_server_listens_on_loopback_only(airflow):
+    from tests.integration.test_stack import listening_addresses
+
+    stack, _ = airflow
+    for service in stack.airflow():
+        pid = stack.pid(service)
+        assert pid, f"{service.name} is not running"
+        assert listening_addresses(pid) <= {"127.0.0.1"}, service.name
+    assert listening_addresses(stack.pid(stack.airflow()[0])) == {"127.0.0.1"}  # the API server does listen
+
+
+@pytest.fixture
+def browser(artifacts):
+    """Headless Chromium (Debian's chromium and chromium-driver), screenshots kept in tests/artifacts."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--window-size=1400,1100", "--lang=en-US"):
+        options.add_argument(flag)
+    options.binary_location = "/usr/bin/chromium"
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
+    yield driver
+    driver.quit()
+
+
+def log_in(driver, stack) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    password = json.loads(stack.password_file().read_text())["admin"]
+    driver.get(f"{stack.config['BATCHLOOP_AIRFLOW_URL']}/auth/login")
+    WebDriverWait(driver, 60).until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("admin")
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, 60).until(lambda d: "/auth/login" not in d.current_url)
+
+
+def open_trigger_form(driver, stack, dag_id: str):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{stack.config['BATCHLOOP_AIRFLOW_URL']}/dags/{dag_id}")
+    WebDriverWait(driver, 60).until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))).click()
+    return WebDriverWait(driver, 60).until(ec.presence_of_element_located((By.NAME, "element_namespace")))
+
+
+def fill(driver, name: str, keys: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    field = driver.find_element(By.NAME, name)
+    field.click()
+    if field.get_attribute("type") != "date":
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(Keys.DELETE)
+    field.send_keys(keys)
+
+
+def test_a_retro_test_is_triggered_from_the_ui_form_and_succeeds(airflow, browser, dag_world, artifacts):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    stack, client = airflow
+    production = dag_world.sql(CHECKSUM)
+    # given a logged-in user on the retro_test trigger form
+    log_in(browser, stack)
+    open_trigger_form(browser, stack, "retro_test")
+    # when they fill in a valid request and submit it
+    fill(browser, "element_model_name", MODEL)
+    fill(browser, "element_version", "1")
+    fill(browser, "element_start", "02112026")
+    fill(browser, "element_end", "02112026")
+    fill(browser, "element_namespace", "retro_browser")
+    browser.save_screenshot(str(artifacts / "ui_retro_test_form.png"))
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]").click()
+    WebDriverWait(browser, 60).until(lambda d: "/runs/" in d.current_url)
+    run_id = browser.current_url.rstrip("/").split("/runs/")[1].split("/")[0]
+    # then the run succeeds, writes to its namespace, and production is untouched
+    assert client.wait("retro_test", run_id, timeout=900) == "success"
+    browser.refresh()
+    time.sleep(3)
+    browser.save_screenshot(str(artifacts / "ui_retro_test_run.png"))
+    assert dag_world.sql("SELECT count(*) AS n FROM retro_browser.scores") == [{"n": 1500}]
+    assert dag_world.sql(CHECKSUM) == production
+
+
+def test_an_invalid_date_in_the_ui_form_is_refused(airflow, browser, artifacts):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    stack, client = airflow
+    before = len(client.runs("retro_test"))
+    log_in(browser, stack)
+    open_trigger_form(browser, stack, "retro_test")
+    # when the first day is a date that does not exist
+    fill(browser, "element_version", "1")
+    fill(browser, "element_start", "02302026")
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]").click()
+    # then the form says why and no run is created
+    alert = WebDriverWait(browser, 60).until(ec.visibility_of_element_located(
+        (By.CSS_SELECTOR, "[data-testid=error-alert]")))
+    browser.save_screenshot(str(artifacts / "ui_retro_test_invalid_date.png"))
+    assert "start" in alert.text
+    assert len(client.runs("retro_test")) == before

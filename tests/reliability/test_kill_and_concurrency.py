@@ -1,0 +1,196 @@
+"""Scoring killed at ten points, two scorings of one day at once, a 30-day backfill in one driver.
+
+All on the DAG world (Hive tables, embedded metastore) with its champion `churn_dags`
+version 1, as `batchloop` subprocesses: what an Airflow task or a person runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import BIN, MODEL
+
+pytestmark = pytest.mark.reliability
+
+DAY = "2026-02-17"
+CONTENT = ["subscriber_id", "score", "model_version", "ood_features"]
+
+
+def visible_partition(spark, world, table: str, day: str) -> str | None:
+    """Where the world's metastore says the partition lives (read with JDBC, then released for the next driver)."""
+    jvm = spark.sparkContext._jvm
+    db = f"{world.env['BATCHLOOP_STATE_DIR']}/metastore/metastore_db"
+    jvm.java.lang.Class.forName("org.apache.derby.iapi.jdbc.AutoloadedDriver")
+    connection = jvm.java.sql.DriverManager.getConnection(f"jdbc:derby:{db}")
+    try:
+        statement = connection.prepareStatement(
+            'SELECT s."LOCATION" FROM "PARTITIONS" p JOIN "TBLS" t ON p."TBL_ID" = t."TBL_ID" '
+            'JOIN "DBS" d ON t."DB_ID" = d."DB_ID" JOIN "SDS" s ON p."SD_ID" = s."SD_ID" '
+            "WHERE d.\"NAME\" = 'batchloop' AND t.\"TBL_NAME\" = ? AND p.\"PART_NAME\" = ?")
+        statement.setString(1, table)
+        statement.setString(2, f"dt={day}")
+        rows = statement.executeQuery()
+        return rows.getString(1) if rows.next() else None
+    finally:
+        connection.close()
+        try:
+            jvm.java.sql.DriverManager.getConnection(f"jdbc:derby:{db};shutdown=true")
+        except Exception:  # noqa: BLE001 - Derby answers a clean shutdown with an exception
+            pass
+
+
+def content(location: str) -> tuple[int, int]:
+    """Rows and an order-independent checksum of a committed version folder."""
+    folder = Path(location.removeprefix("file:"))
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    frame = pq.read_table(folder, columns=CONTENT).to_pandas()
+    assert len(frame) == manifest["rows"], "a committed version must hold every row its manifest counts"
+    return len(frame), int(pd.util.hash_pandas_object(frame, index=False).sum() % (1 << 61))
+
+
+def score_process(world, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "batchloop"), "score", "--date", DAY, "--model", f"models:/{MODEL}/1",
+                             "--no-shadow", *extra], env=world.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=world.root)
+
+
+def kill_when(proc: subprocess.Popen, marker: str | None, occurrence: int = 1, delay: float = 0.0) -> bool:
+    """SIGKILL the whole process group once `marker` has appeared `occurrence` times (then wait `delay`)."""
+    seen = 0
+    if marker is None:
+        time.sleep(delay)
+    else:
+        for line in proc.stderr:
+            if marker in line:
+                seen += 1
+                if seen == occurrence:
+                    break
+        else:
+            return False  # finished before the point
+        time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+POINTS = [  # (what the log says just before the kill, which occurrence, extra delay)
+    (None, 1, 1.5),                                  # the JVM is starting
+    ("jobs.spark: spark", 1, 0.0),                   # the session is up
+    ("jobs.score: scoring", 1, 0.0),                 # the model is resolved
+    ("golden sample of", 1, 0.0),                    # the golden sample passed
+    ("jobs.validate: validation", 1, 0.0),           # the input is validated
+    ("published s3://", 1, 0.0),                     # its record is in the reports bucket
+    ("committed batchloop.quarantine", 1, 0.0),      # the quarantine partition is committed
+    ("jobs.validate: validation", 2, 0.0),           # the output is validated, the write begins
+    ("jobs.validate: validation", 2, 0.6),           # in the middle of the write
+    ("committed batchloop.scores", 1, 0.0),          # right after the commit
+]
+
+
+def test_a_kill_at_any_of_ten_points_never_leaves_a_partial_partition(spark, dag_world, trained):
+    # given a clean run of the day
+    clean = score_process(dag_world)
+    assert clean.wait(timeout=900) == 0, clean.stderr.read()[-2000:]
+    expected = content(visible_partition(spark, dag_world, "scores", DAY))
+    outcomes = []
+    # when the scoring driver is killed at each point
+    for marker, occurrence, delay in POINTS:
+        proc = score_process(dag_world)
+        killed = kill_when(proc, marker, occurrence, delay)
+        location = visible_partition(spark, dag_world, "scores", DAY)
+        # then what the metastore shows is a whole version with exactly the clean rows
+        assert location is not None and content(location) == expected, (marker, occurrence, location)
+        outcomes.append({"point": marker or "JVM start", "occurrence": occurrence, "delay": delay,
+                         "killed": killed, "visible": Path(location).name})
+    # and a re-run gives exactly the clean run's rows
+    rerun = score_process(dag_world)
+    assert rerun.wait(timeout=900) == 0, rerun.stderr.read()[-2000:]
+    assert content(visible_partition(spark, dag_world, "scores", DAY)) == expected
+    assert sum(o["killed"] for o in outcomes) == len(POINTS)
+    (Path(dag_world.root) / "kill_points.json").write_text(json.dumps(outcomes, indent=1))
+
+
+def test_two_scorings_of_one_day_at_once_leave_exactly_one_correct_result(spark, dag_world, trained):
+    # given the day's expected rows
+    expected = content(visible_partition(spark, dag_world, "scores", DAY))
+    # when two scorings of the same day start together
+    a, b = score_process(dag_world), score_process(dag_world)
+    outputs = [p.communicate(timeout=900) for p in (a, b)]
+    # then both finish (the second waits for the embedded metastore), one version is visible, with the right rows
+    assert a.returncode == b.returncode == 0, [o[1][-1500:] for o in outputs]
+    assert any("waiting for the embedded metastore" in o[1] for o in outputs)
+    location = visible_partition(spark, dag_world, "scores", DAY)
+    assert content(location) == expected
+    results = [json.loads(o[0]) for o in outputs]
+    assert {r["scores_rows"] for r in results} == {expected[0]}
+
+
+def test_concurrent_dvc_operations_are_serialised(dag_world, tmp_path):
+    # given two snapshot-sized folders in the DVC repository
+    repo = Path(dag_world.env["BATCHLOOP_DVC_ROOT"])
+    for name in ("conc_a", "conc_b"):
+        folder = repo / "snapshots" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(20):
+            (folder / f"part-{i}.bin").write_bytes(os.urandom(256 * 1024))
+    script = ("import sys, json; from pathlib import Path; from jobs import versioning; "
+              "from jobs.settings import load_env; r = versioning.track(load_env(), Path(sys.argv[1])); "
+              "print(json.dumps(r.as_tags()))")
+    # when both are tracked and pushed at the same time
+    procs = [subprocess.Popen([str(BIN / "python"), "-c", script, str(repo / "snapshots" / n)], env=dag_world.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in ("conc_a", "conc_b")]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    # then both succeed: neither hit DVC's "Unable to acquire lock"
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0 and "Unable to acquire lock" not in err, err[-2000:]
+    assert len({json.loads(o[0])["dvc_md5"] for o in outputs}) == 2
+
+
+def test_a_30_day_backfill_back_to_back_keeps_memory_bounded_and_loses_nothing(dag_world, trained, artifacts):
+    # given 30 days to score one after the other in one driver (a retro-test of the champion)
+    command = [str(BIN / "batchloop"), "retro", "--start", "2026-01-11", "--end", "2026-02-09",
+               "--namespace", "retro_load", "--model", f"models:/{MODEL}/1", "--no-compare"]
+    proc = subprocess.Popen(command, env=dag_world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=dag_world.root)
+    peak, samples = [0], []
+
+    def watch():
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            except psutil.Error:
+                continue
+            peak[0] = max(peak[0], rss)
+            samples.append(rss)
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    out, err = proc.communicate(timeout=1800)
+    watcher.join()
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out)
+    # then every day was scored, every input row accounted for, and memory stayed bounded
+    assert len(result["scored_days"]) == 30 and not result["skipped"]
+    rows = dag_world.sql("SELECT dt, count(*) AS n FROM retro_load.scores GROUP BY dt")
+    assert len(rows) == 30 and all(r["n"] == 1500 for r in rows)
+    half = len(samples) // 2
+    report = {"days": 30, "rows_per_day": 1500, "peak_rss_mb": round(peak[0] / 2**20),
+              "median_rss_first_half_mb": round(sorted(samples[:half])[half // 2] / 2**20),
+              "median_rss_second_half_mb": round(sorted(samples[half:])[(len(samples) - half) // 2] / 2**20)}
+    (artifacts / "backfill_30_days_memory.json").write_text(json.dumps(report, indent=1))
+    print(f"\n30-day backfill in one driver: {report}")
+    assert peak[0] < 6 * 2**30
+    assert report["median_rss_second_half_mb"] < 1.5 * report["median_rss_first_half_mb"] + 200  # no growth per day
