@@ -170,20 +170,47 @@ def track(env: Env, folder: Path, push: bool = True) -> Record:
             out, text = entry
             source = "dvc.lock"
         else:
-            dvc(env, "add", rel)
-            pointer = env.dvc_root / f"{rel}.dvc"
-            text = pointer.read_text()
+            text = _add_unpinned(env, folder)
             out, source = yaml.safe_load(text)["outs"][0], f"{rel}.dvc"
         if out["md5"] != md5:
             raise SnapshotMismatch(f"{rel} has hash {md5} but {source} records {out['md5']}: the folder changed "
                                    "after DVC recorded it")
         if push:
             configure_remote(env)
-            target = stages[rel] if source == "dvc.lock" else source
-            _with_retries(f"dvc push of {rel}", lambda: dvc(env, "push", "-r", env.dvc_remote, target))
+            if source == "dvc.lock":
+                _with_retries(f"dvc push of {rel}", lambda: dvc(env, "push", "-r", env.dvc_remote, stages[rel]))
+            else:
+                _push_record(env, text, rel)
     log.info("snapshot %s is %s (%d files, %d bytes), recorded in %s%s", rel, md5, nfiles, size, source,
              " and pushed" if push else "")
     return Record(rel, md5, size, nfiles, source, text)
+
+
+def _add_unpinned(env: Env, folder: Path) -> str:
+    """`dvc add` a folder without leaving a .dvc file in the repository: the record is kept with the
+    model version instead (a .dvc file there would ask to be committed to git)."""
+    scratch = env.dvc_root / f".track-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()
+    folder.rename(scratch / "snapshot")
+    try:
+        dvc(env, "add", f"{scratch.name}/snapshot")
+        text = (scratch / "snapshot.dvc").read_text()
+    finally:
+        (scratch / "snapshot").rename(folder)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return text
+
+
+def _push_record(env: Env, text: str, rel: str) -> None:
+    """Push the cached files of a recorded folder (from its .dvc text) to the remote."""
+    scratch = env.dvc_root / f".push-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()
+    try:
+        (scratch / "snapshot.dvc").write_text(text)
+        _with_retries(f"dvc push of {rel}", lambda: dvc(env, "push", "-r", env.dvc_remote,
+                                                         f"{scratch.name}/snapshot.dvc"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def record_from_text(text: str, source: str, path: str) -> dict:
