@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
 
 help: ## list the targets
@@ -26,6 +27,7 @@ install: $(STAMP) ## create .venv with the locked dependencies (Python 3.11, Jav
 
 lock: ## re-resolve requirements.lock from pyproject.toml
 	$(UV) pip compile pyproject.toml --extra dev --extra stack --python-version 3.11 -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra bench -c requirements.lock --python-version 3.11 -o requirements-bench.lock
 
 up: install ## start the local stack (S3, MLflow, Airflow) on 127.0.0.1
 	$(PY) -m infra.stack up
@@ -41,10 +43,16 @@ demo: up ## run the whole loop through the Airflow scheduler on the local stack
 
 test: install ## run the tests (unit, integration on real local services, DAGs, reliability, the UI)
 	@infra/system-deps.sh
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
-bench: install ## benchmarks (not part of make test): prints figures beside their baselines
+$(BENCH_STAMP): $(STAMP) requirements-bench.lock
+	$(UV) pip install --python $(PY) -r requirements-bench.lock
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## benchmarks (not part of make test): validation, scoring, drift, beside their baselines
 	$(PY) tests/benchmarks/bench_validation.py
+	$(PY) tests/benchmarks/bench_scoring.py
+	$(PY) tests/benchmarks/bench_drift.py
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check jobs dags infra tests

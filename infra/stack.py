@@ -128,6 +128,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = ROOT
     timeout: float = 120.0
+    hidden_env: tuple[str, ...] = ()  # variables this server must not see
 
     def healthy(self, response: requests.Response) -> bool:
         return response.status_code < 500
@@ -213,6 +214,8 @@ class Stack:
                                        "BATCHLOOP_WEED_VOLUME_PORT", "BATCHLOOP_WEED_FILER_PORT")],
             health_url=f"{c['BATCHLOOP_S3_ENDPOINT_URL']}/",
             cwd=self.state,
+            # its keys come from the identities file; given AWS_* variables, weed adds (and logs) an identity
+            hidden_env=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
         )
 
     def mlflow(self) -> Service:
@@ -277,6 +280,12 @@ class Stack:
         path = self.run_dir / "s3-identities.json"
         path.write_text(json.dumps(identities))
         path.chmod(0o600)
+        # Airflow prints a password it generates to its log: generate it here instead, into its file
+        passwords = self.password_file()
+        if not passwords.exists():
+            passwords.parent.mkdir(parents=True, exist_ok=True)
+            passwords.write_text(json.dumps({"admin": secrets.token_urlsafe(16)}) + "\n")
+            passwords.chmod(0o600)
 
     def start(self, service: Service) -> None:
         if self.pid(service):
@@ -290,7 +299,8 @@ class Stack:
                     "(the BATCHLOOP_*_PORT keys) and run `make up` again."
                 )
         log = self.log_file(service).open("ab")
-        proc = subprocess.Popen(service.argv, cwd=service.cwd, env={**self.env(), **service.env},
+        env = {k: v for k, v in {**self.env(), **service.env}.items() if k not in service.hidden_env}
+        proc = subprocess.Popen(service.argv, cwd=service.cwd, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         self.pid_file(service).write_text(str(proc.pid))

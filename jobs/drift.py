@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -132,9 +133,13 @@ def summarise(features: list[dict[str, Any]], prediction: dict[str, Any], multiv
 # -- the job --------------------------------------------------------------------------------------
 def collect_day(lake: Lake, day: date, profile: dict[str, Any], params: Params) -> dict[str, histogram.Profile]:
     """The one pass: the day's features and scores, folded into histograms on the reference's bins."""
+    return collect(lake.read_partition("features", day), lake.read_partition("scores", day), profile, params)
+
+
+def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any],
+            params: Params) -> dict[str, histogram.Profile]:
+    """Features and scores as one union, grouped by source, through one histogram pass."""
     d = params.data
-    features = lake.read_partition("features", day)
-    scores = lake.read_partition("scores", day)
     numeric = list(d.numeric_features)
     both = (features.select(d.key, *numeric, *d.categorical_features, F.lit(None).cast("double").alias("score"),
                             F.lit("features").alias(SOURCE))

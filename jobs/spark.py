@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from jobs.errors import ServiceUnavailable
@@ -63,7 +62,9 @@ def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", env.pyspark_python)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name)
-    if "spark.master" not in dict(SparkConf().getAll()):
+    # spark-submit starts this process with a gateway to its JVM: the master is the one it was given
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not submitted:
         builder = builder.master(env.spark_master)
     conf = {
         "spark.driver.memory": env.spark_driver_memory,

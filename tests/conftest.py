@@ -182,3 +182,18 @@ def dag_world(services, tmp_path_factory) -> World:
     world = World(root, env)
     world.cli("generate", "--start", "2026-01-01", "--days", "50", "--rows", "1500")
     return world
+
+
+# -- running in two processes (make test: pytest -n 2 --dist loadgroup) -------------------------------------------
+# Tests that drive the DAG world (spark-submit subprocesses, Airflow, a cluster) stay in one worker, in
+# file order; those that run Spark in the test process go to the other. Each worker starts its own servers.
+DAG_WORLD = ("tests/dags/", "tests/pipeline/", "tests/reliability/test_kill_and_concurrency.py",
+             "tests/reliability/test_security.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).relative_to(ROOT).as_posix()
+        group = "dag_world" if path.startswith(DAG_WORLD) else "in_process"
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -10,25 +10,25 @@ scoring call it. Medians of 3 after a warm-up; written to results/validation.jso
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import statistics
+import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-from pyspark.sql import functions as F
+sys.path.insert(0, str(Path(__file__).parent))
 
-from jobs import generate
-from jobs.contract import failing, load_contract
-from jobs.lake import Lake
-from jobs.settings import Env, load_params
-from jobs.spark import build_session
-from jobs.validate import validate_frame
+from measure import PeakMemory, timed, write  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "validation.json"
+from jobs import generate  # noqa: E402
+from jobs.contract import failing, load_contract  # noqa: E402
+from jobs.lake import Lake  # noqa: E402
+from jobs.settings import Env, load_params  # noqa: E402
+from jobs.spark import build_session  # noqa: E402
+from jobs.validate import validate_frame  # noqa: E402
+
 DAY = date(2026, 1, 20)
 
 
@@ -41,16 +41,6 @@ def plain_pass(df, contract) -> dict:
         elif e.type.startswith("expect_column_values_to_") and e.type != "expect_column_values_to_be_of_type":
             aggs.append(F.sum(failing(e, df).cast("long")).alias(f"e{i}"))
     return df.agg(*aggs).first().asDict()
-
-
-def timed(fn, repeats: int = 3) -> tuple[float, list[float]]:
-    fn()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs), runs
 
 
 def main() -> None:
@@ -67,7 +57,8 @@ def main() -> None:
         df = lake.read_partition("features", DAY)
         contract = load_contract("features")
         plain_s, plain_runs = timed(lambda: plain_pass(df, contract))
-        ours_s, ours_runs = timed(lambda: validate_frame(df, contract, params.validation, "bench", None))
+        with PeakMemory() as peak:
+            ours_s, ours_runs = timed(lambda: validate_frame(df, contract, params.validation, "bench", None))
         report = validate_frame(df, contract, params.validation, "bench", None).report
         spark.stop()
     result = {
@@ -76,16 +67,15 @@ def main() -> None:
         "ratio": round(ours_s / plain_s, 3), "goal_ratio_at_most": 2.0,
         "plain_runs_s": [round(x, 3) for x in plain_runs], "contract_runs_s": [round(x, 3) for x in ours_runs],
         "rows_per_s": round(rows / ours_s), "verdict": report.verdict, "quarantined": report.quarantined,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Spark local[2]",
+        "peak_rss_gib": peak.gib, "spark": f"local[{os.cpu_count()}]",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    path = write("validation", result)
     print(f"\nvalidation benchmark: {rows:,} rows, {result['expectations']} expectations "
           f"({result['row_rules']} row rules)")
     print(f"  {'plain Spark aggregation (baseline)':40} {plain_s:8.2f} s")
     print(f"  {'feature contract (validate_frame)':40} {ours_s:8.2f} s   {rows / ours_s:,.0f} rows/s")
     print(f"  {'ratio (goal <= 2.0)':40} {ours_s / plain_s:8.2f} x")
-    print(f"written to {RESULTS}")
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,15 @@ def visible_partition(spark, world, table: str, day: str) -> str | None:
     jvm = spark.sparkContext._jvm
     db = f"{world.env['BATCHLOOP_STATE_DIR']}/metastore/metastore_db"
     jvm.java.lang.Class.forName("org.apache.derby.iapi.jdbc.AutoloadedDriver")
-    connection = jvm.java.sql.DriverManager.getConnection(f"jdbc:derby:{db}")
+    deadline = time.monotonic() + 60
+    while True:  # a driver that just exited may still be letting go of the database
+        try:
+            connection = jvm.java.sql.DriverManager.getConnection(f"jdbc:derby:{db}")
+            break
+        except Exception:  # noqa: BLE001 - py4j wraps Derby's SQLException
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     try:
         statement = connection.prepareStatement(
             'SELECT s."LOCATION" FROM "PARTITIONS" p JOIN "TBLS" t ON p."TBL_ID" = t."TBL_ID" '

@@ -66,16 +66,17 @@ def test_no_credential_in_any_object_of_any_bucket(services, dag_world, trained)
 def test_no_credential_in_mlflow_params_tags_or_registry(services, dag_world, trained):
     wanted = secrets(services, dag_world)
     client = registry.client(services.config["MLFLOW_TRACKING_URI"])
-    texts = []
-    for experiment in client.search_experiments():
-        for run in client.search_runs([experiment.experiment_id], max_results=1000):
-            texts.append(json.dumps({"params": run.data.params, "tags": run.data.tags}))
-    for model in client.search_registered_models():
-        texts.append(json.dumps(model.tags))
-        for version in client.search_model_versions(f"name='{model.name}'"):
-            texts.append(json.dumps(version.tags))
+    runs = [run for experiment in client.search_experiments()
+            for run in client.search_runs([experiment.experiment_id], max_results=1000)]
+    versions = [version for model in client.search_registered_models()
+                for version in client.search_model_versions(f"name='{model.name}'")]
+    texts = [json.dumps({"params": run.data.params, "tags": run.data.tags}) for run in runs]
+    texts += [json.dumps(model.tags) for model in client.search_registered_models()]
+    texts += [json.dumps(version.tags) for version in versions]
     hits = [h for i, t in enumerate(texts) for h in leaks(t.encode(), f"mlflow item {i}", wanted)]
-    assert len(texts) > 20 and hits == []
+    assert hits == []
+    # and there was something to search: training runs with their parameters, registered versions with lineage
+    assert any(run.data.params for run in runs) and any("dvc_md5" in v.tags for v in versions)
 
 
 def test_no_credential_in_airflows_rendered_fields(services, dag_world, trained):
@@ -91,8 +92,10 @@ def test_no_credential_in_airflows_rendered_fields(services, dag_world, trained)
 
 def test_no_credential_is_written_in_the_code():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    patterns = [re.compile(p) for p in (r"AKIA[0-9A-Z]{16}", r"(?i)(secret|password|token)[_a-z]*\s*=\s*['\"][^'\"\s{]{8,}['\"]",
-                                        r"(?i)aws_secret_access_key\s*[:=]\s*\S{16,}")]
+    patterns = [re.compile(p) for p in (
+        r"AKIA[0-9A-Z]{16}",                                                   # an AWS access key id
+        r"(?i)(secret|password|token)[_a-z]*\s*[:=]\s*['\"][^'\"\s{]{8,}['\"]",  # a literal secret value
+        r"(?i)aws_secret_access_key\s*[:=]\s*['\"]?[A-Za-z0-9/+=]{30,}")]
     hits = []
     for name in tracked:
         path = ROOT / name

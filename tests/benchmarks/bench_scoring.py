@@ -1,0 +1,145 @@
+"""Benchmark: the scoring pass against the model's own predict and against mlflow.pyfunc.spark_udf.
+
+    make bench            (BENCH_ROWS=5000000 by default)
+
+One day of 5M generated subscribers (15 numeric + 5 categorical = 20 features) is written
+as Parquet once; a LightGBM of 200 trees x 31 leaves is trained on another day. All three
+read those same files in this one run:
+
+(a) the limit: pyarrow reads the files, the categories are encoded as training encodes
+    them, and the booster predicts the numpy matrix in this process on all cores;
+(b) mlflow.pyfunc.spark_udf (env_manager="local") on the same columns, encoded in the JVM;
+(c) this job's scoring pass, `score.predict_frame` plus the lineage columns, as
+    `batchloop score` runs it (input partitions sized by the job).
+(b) and (c) end in Spark's `noop` sink, so no output format is measured. Medians of 3
+after a warm-up; peak resident memory of this process and its children (Spark's JVM
+and Python workers). All three must give the same scores: checked before timing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from measure import PeakMemory, timed, write  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from jobs import generate, registry, score, train  # noqa: E402
+from jobs.encoding import encode_pandas, encode_spark, learn_vocabulary  # noqa: E402
+from jobs.lake import Lake  # noqa: E402
+from jobs.settings import Env, load_params  # noqa: E402
+from jobs.spark import build_session  # noqa: E402
+
+DAY, TRAIN_DAY = date(2026, 1, 20), date(2026, 1, 19)
+TREES, LEAVES = 200, 31
+
+
+def model_and_scorer(params, cores: int):
+    """A 200 x 31 LightGBM on one generated day, and the Scorer the job would load for it."""
+    d = params.data
+    day = generate.generate_day(params.generator, d, TRAIN_DAY, 300_000, params.generator.seed)
+    vocab = learn_vocabulary(day.features, d.categorical_features)
+    X = encode_pandas(day.features, d.numeric_features, vocab)
+    hp = {**params.train.lightgbm, "num_leaves": LEAVES, "min_data_in_leaf": 20, "num_boost_round": TREES,
+          "num_threads": cores}
+    booster = train.fit(X, day.labels[d.label].to_numpy(), params.model_copy(
+        update={"train": params.train.model_copy(update={"lightgbm": hp})}))
+    assert booster.num_trees() == TREES
+    ranges = {c: (float(X[c].min()), float(X[c].max())) for c in d.numeric_features}
+    model = registry.ResolvedModel("bench", "1", "champion", "bench-run", reference="models:/bench@champion")
+    return booster, vocab, score.Scorer(model, booster.model_to_string(), list(booster.feature_name()), vocab,
+                                        ranges, {})
+
+
+def limit(files: list[str], columns: list[str], params, vocab, booster, cores: int) -> np.ndarray:
+    """(a): the files into numpy in this process, then the model's own predict on all cores."""
+    frame = pq.ParquetDataset(files).read(columns=columns).to_pandas()
+    X = np.ascontiguousarray(encode_pandas(frame, params.data.numeric_features, vocab).to_numpy())
+    return booster.predict(X, num_threads=cores)
+
+
+def main() -> None:
+    rows = int(os.environ.get("BENCH_ROWS", "5000000"))
+    cores = os.cpu_count() or 1
+    params = load_params()
+    d = params.data
+    with tempfile.TemporaryDirectory(prefix="batchloop-bench-") as tmp:
+        env = Env(_env_file=None, state_dir=Path(tmp), lake_format="parquet", lake_root=f"{tmp}/lake",
+                  spark_driver_memory="4g")
+        spark = build_session(env, "bench-scoring")
+        lake = Lake(spark, env)
+        generate.run(params.generator, d, lake, DAY, 1, rows, params.generator.seed)
+        booster, vocab, scorer = model_and_scorer(params, cores)
+        files = sorted(str(p) for p in Path(lake.location("features", DAY).replace("file:", "")).rglob("*.parquet"))
+        columns = [d.key, *d.numeric_features, *d.categorical_features]
+        score._size_partitions(lake, DAY)
+        df = lake.read_partition("features", DAY)
+        print(f"{rows:,} rows x {len(scorer.names)} features in {len(files)} Parquet files, "
+              f"{df.rdd.getNumPartitions()} input partitions; LightGBM {TREES} trees x {LEAVES} leaves")
+
+        # (b) the MLflow way: the model logged with the lightgbm flavour, a pandas UDF per batch
+        import mlflow
+        from mlflow.models import infer_signature
+
+        encoded = encode_spark(df, d.key, d.numeric_features, vocab)
+        sample = encoded.limit(100).toPandas().drop(columns=[d.key])
+        model_dir = f"{tmp}/model"
+        mlflow.lightgbm.save_model(booster, model_dir, signature=infer_signature(sample, booster.predict(sample)))
+        udf = mlflow.pyfunc.spark_udf(spark, model_dir, result_type="double", env_manager="local")
+        via_udf = encoded.select(d.key, udf(*[F.col(c) for c in scorer.names]).alias("score"))
+
+        # (c) the job's pass, with the lineage columns it writes
+        via_job = score.lineage_columns(score.predict_frame(df, d.key, [scorer], 0, params.scoring.arrow_batch_rows),
+                                        0, d.key, scorer, "bench-run", datetime.now(UTC), False)
+
+        # the same scores from all three, before anything is timed
+        expected = limit(files, columns, params, vocab, booster, cores)
+        for name, out in (("spark_udf", via_udf), ("job", via_job)):
+            got = out.agg(F.count("score").alias("n"), F.sum("score").alias("s")).first()
+            assert got["n"] == rows and abs(got["s"] - expected.sum()) < 1e-6 * rows, (name, got, expected.sum())
+
+        figures = {}
+        for name, run in (
+            ("limit", lambda: limit(files, columns, params, vocab, booster, cores)),
+            ("spark_udf", lambda: via_udf.write.format("noop").mode("overwrite").save()),
+            ("job", lambda: via_job.write.format("noop").mode("overwrite").save()),
+        ):
+            with PeakMemory() as peak:
+                median, runs = timed(run)
+            figures[name] = {"median_s": round(median, 3), "runs_s": [round(x, 3) for x in runs],
+                             "rows_per_s": round(rows / median), "peak_rss_gib": peak.gib}
+        # the pure predict, for reference: the matrix already in memory
+        frame = pq.ParquetDataset(files).read(columns=columns).to_pandas()
+        X = np.ascontiguousarray(encode_pandas(frame, d.numeric_features, vocab).to_numpy())
+        predict_s, _ = timed(lambda: booster.predict(X, num_threads=cores))
+        spark.stop()
+
+    a, b, c = (figures[k]["rows_per_s"] for k in ("limit", "spark_udf", "job"))
+    result = {"rows": rows, "features": len(scorer.names), "trees": TREES, "leaves": LEAVES, **figures,
+              "predict_only_rows_per_s": round(rows / predict_s),
+              "job_vs_limit": round(c / a, 3), "goal_job_vs_limit_at_least": 0.85,
+              "job_vs_spark_udf": round(c / b, 3), "goal_job_vs_spark_udf_at_least": 2.0,
+              "spark": f"local[{cores}], {params.scoring.arrow_batch_rows} rows per Arrow batch"}
+    path = write("scoring", result)
+    print(f"\nscoring benchmark: {rows:,} rows, medians of 3 after a warm-up")
+    print(f"  {'':44} {'seconds':>8} {'rows/s':>12} {'peak RSS':>9}")
+    for key, label in (("limit", "(a) booster.predict in-process (the limit)"),
+                       ("spark_udf", "(b) mlflow.pyfunc.spark_udf, env local"),
+                       ("job", "(c) batchloop scoring pass")):
+        f = figures[key]
+        print(f"  {label:44} {f['median_s']:8.2f} {f['rows_per_s']:12,} {f['peak_rss_gib']:7.2f} GiB")
+    print(f"  {'predict alone on a numpy matrix in memory':44} {predict_s:8.2f} {rows / predict_s:12,.0f}")
+    print(f"  (c)/(a) = {c / a:.2f}  (goal >= 0.85)      (c)/(b) = {c / b:.2f}  (goal >= 2.0)")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
