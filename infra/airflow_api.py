@@ -74,6 +74,17 @@ class AirflowClient:
             "run_backwards": False, "dag_run_conf": conf or {}, "reprocess_behavior": reprocess,
             "max_active_runs": max_active_runs})
 
+    def wait_backfill(self, backfill_id: int, timeout: float = 600) -> dict:
+        """Wait until the scheduler marks a backfill complete (a DAG allows one running backfill at a time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            backfill = self.call("GET", f"/backfills/{backfill_id}")
+            if backfill.get("completed_at"):
+                return backfill
+            if time.monotonic() > deadline:
+                raise AirflowError(f"backfill {backfill_id} of {backfill.get('dag_id')} not complete after {timeout}s")
+            time.sleep(2)
+
     def runs(self, dag_id: str) -> list[dict]:
         return self.call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, "order_by": "logical_date"})[
             "dag_runs"]

@@ -7,6 +7,7 @@ lake and registry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -122,6 +123,7 @@ def test_the_api_requires_a_login(airflow):
 def test_the_run_completes_when_the_scheduler_is_killed_and_restarted(airflow, dag_world):
     # given a run whose Spark step is under way
     stack, client = airflow
+    client.unpause("score_daily")
     # (a manual run scores the last complete day before its date: 2026-02-13)
     run_id = client.trigger("score_daily", {}, logical_date="2026-02-14T00:00:00Z")
     deadline = time.monotonic() + 600
@@ -130,13 +132,20 @@ def test_the_run_completes_when_the_scheduler_is_killed_and_restarted(airflow, d
         time.sleep(2)
     scheduler = next(s for s in stack.airflow() if s.name == "airflow-scheduler")
     # when the scheduler process is killed outright and started again
-    os.kill(stack.pid(scheduler), signal.SIGKILL)
+    killed = stack.pid(scheduler)
+    os.kill(killed, signal.SIGKILL)
     time.sleep(3)
     stack.start(scheduler)
-    # then the run still ends in success with the whole day scored
-    assert client.wait("score_daily", run_id, timeout=1500) == "success", client.task_states("score_daily", run_id)
-    rows = dag_world.sql("SELECT count(*) AS n FROM scores WHERE dt = DATE'2026-02-13'")
-    assert rows == [{"n": 1500}]
+    try:
+        # then the run still ends in success with the whole day scored
+        assert client.wait("score_daily", run_id, timeout=1500) == "success", \
+            client.task_states("score_daily", run_id)
+        rows = dag_world.sql("SELECT count(*) AS n FROM scores WHERE dt = DATE'2026-02-13'")
+        assert rows == [{"n": 1500}]
+    finally:
+        # the killed scheduler's LocalExecutor workers outlive it in its process group: stop them too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(killed, signal.SIGKILL)
 
 
 INJECTIONS = ["x'; DROP TABLE scores; --", "batchloop.scores", "../../etc/passwd", "$(touch /tmp/batchloop_pwned)",
