@@ -1,8 +1,9 @@
 """Drift of one scored day against the reference profile of the model that scored it.
 
-One Spark job reads the day's features and scores together (a union, grouped by
-source) and folds them into histograms on the reference's bins (jobs.histogram); every
-statistic is then computed from those counts in the driver (jobs.drift_stats). Each
+One Spark job folds the day's features and scores into histograms on the reference's
+bins (jobs.histogram; the job is the union of the two sides' folded states, so each side
+ships only its own columns to Python); every statistic is then computed from those
+counts in the driver (jobs.drift_stats). Each
 feature gets every applicable method; the decisive one is chosen by column type and
 reference size, as Evidently chooses (Wasserstein or Jensen-Shannon for large
 references, Kolmogorov-Smirnov or chi-square for small), unless params.yaml overrides
@@ -34,7 +35,6 @@ from jobs.settings import DriftParams, Env, Params
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "batchloop-drift"
-SOURCE = "__source"
 SHARE_METHODS = ("missing_share", "unseen_share")
 
 
@@ -138,19 +138,16 @@ def collect_day(lake: Lake, day: date, profile: dict[str, Any], params: Params) 
 
 def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any],
             params: Params) -> dict[str, histogram.Profile]:
-    """Features and scores as one union, grouped by source, through one histogram pass."""
+    """Features and scores folded in one Spark job, each side shipping only its own columns."""
     d = params.data
-    numeric = list(d.numeric_features)
-    both = (features.select(d.key, *numeric, *d.categorical_features, F.lit(None).cast("double").alias("score"),
-                            F.lit("features").alias(SOURCE))
-            .unionByName(scores.select(d.key, *[F.lit(None).cast("double").alias(c) for c in numeric],
-                                       *[F.lit(None).cast("string").alias(c) for c in d.categorical_features],
-                                       F.col("score").cast("double"), F.lit("scores").alias(SOURCE))))
-    edges = {c: profile["numeric"][c]["edges"] for c in numeric}
-    edges["score"] = profile["score"]["edges"]
-    return histogram.collect(both, edges, d.categorical_features, group=SOURCE,
-                             sample_rows=params.drift.multivariate.sample_rows, sample_key=d.key,
-                             sample_columns=tuple(profile["sample"]["columns"]))
+    out = histogram.collect_sources({
+        "features": histogram.Source(
+            features, {c: profile["numeric"][c]["edges"] for c in d.numeric_features}, tuple(d.categorical_features),
+            sample_rows=params.drift.multivariate.sample_rows, sample_key=d.key,
+            sample_columns=tuple(profile["sample"]["columns"])),
+        "scores": histogram.Source(scores.select(F.col("score").cast("double")), {"score": profile["score"]["edges"]}),
+    })
+    return {name: groups[histogram.ALL] for name, groups in out.items()}
 
 
 def compare(profile: dict[str, Any], day: dict[str, histogram.Profile], params: Params) -> dict[str, Any]:

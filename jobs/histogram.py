@@ -8,7 +8,8 @@ accumulators that come back. No rows reach the driver except the bounded sample.
 
 Bins are right-closed, as `numpy.searchsorted(edges, x, side="left")` numbers them:
 bin 0 is (-inf, e0], bin i is (e[i-1], e[i]], the last is (e[-1], inf). NaN, +-inf and
-null count as missing, not in any bin.
+null count as missing, not in any bin. `BinIndex` gives the same numbers as that
+searchsorted several times faster on thousands of edges.
 """
 
 from __future__ import annotations
@@ -17,14 +18,65 @@ import pickle
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
-from pyspark.sql.types import BinaryType, StructField, StructType
+from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 ALL = "__all__"  # the group of every row when no group column is given
+
+
+class BinIndex:
+    """`numpy.searchsorted(edges, x, side="left")` through a uniform lookup grid: same result, ~5x faster.
+
+    A binary search over thousands of edges costs ~70 ns a value (a cache miss at every
+    step). Here a value's grid cell, floor((x - low) * scale) clipped to the grid, is
+    found in a few vector operations. The cell map is monotone, so every edge in an
+    earlier cell is below x and every edge in a later cell above it: the bin is the
+    number of edges in earlier cells plus the edges of x's own cell that are below x.
+    The grid spans the middle 99% of the edges with `cells_per_edge` cells per edge, so
+    a cell rarely holds more than `scan` edges; values in cells that do (mostly the
+    outer tails, about 1% of values for quantile edges) take the binary search.
+    """
+
+    def __init__(self, edges: np.ndarray, cells_per_edge: int = 8, scan: int = 2):
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.scan = scan
+        n = self.edges.size
+        low, high = (self.edges[int(n * 0.005)], self.edges[int(n * 0.995) - 1]) if n >= 200 else \
+            (self.edges[0], self.edges[-1]) if n else (0.0, 0.0)
+        self.grid = n >= 2 and bool(np.isfinite(high - low)) and high > low
+        if not self.grid:
+            return
+        self.cells = max(cells_per_edge * n, 64)
+        self.low, self.scale = float(low), self.cells / float(high - low)
+        first = np.searchsorted(self._cell(self.edges), np.arange(self.cells), side="left")
+        self.first = first.astype(np.int64)                             # edges in cells before c
+        self.inside = np.diff(np.append(first, n)).astype(np.int64)     # edges in cell c
+        self.padded = np.append(self.edges, np.inf)
+
+    def _cell(self, x: np.ndarray) -> np.ndarray:
+        c = (x - self.low) * self.scale
+        np.clip(c, 0, self.cells - 1, out=c)
+        return c.astype(np.int64)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Bin numbers of finite values x."""
+        if not self.grid:
+            return np.searchsorted(self.edges, x, side="left")
+        c = self._cell(x)
+        first, inside = self.first[c], self.inside[c]
+        idx = first.copy()
+        last = self.edges.size
+        for j in range(self.scan):
+            idx += (inside > j) & (self.padded[np.minimum(first + j, last)] < x)
+        crowded = inside > self.scan
+        if crowded.any():
+            idx[crowded] = np.searchsorted(self.edges, x[crowded], side="left")
+        return idx
 
 
 @dataclass
@@ -45,13 +97,15 @@ class NumericHistogram:
     def empty(cls, edges: np.ndarray) -> NumericHistogram:
         return cls(edges, np.zeros(len(edges) + 1, np.int64), np.zeros(len(edges) + 1))
 
-    def add(self, values: np.ndarray) -> None:
+    def add(self, values: np.ndarray, bins: BinIndex | None = None) -> None:
+        """Count finite values into the bins (`bins`: a BinIndex on these edges, to reuse across calls)."""
         finite = np.isfinite(values)
-        self.missing += int(values.size - finite.sum())
-        x = values[finite]
+        missing = int(values.size - finite.sum())
+        self.missing += missing
+        x = values[finite] if missing else values
         if x.size == 0:
             return
-        idx = np.searchsorted(self.edges, x, side="left")
+        idx = bins(x) if bins is not None else np.searchsorted(self.edges, x, side="left")
         self.counts += np.bincount(idx, minlength=self.counts.size)
         self.sums += np.bincount(idx, weights=x, minlength=self.sums.size)
         self.n += int(x.size)
@@ -119,6 +173,14 @@ class Sample:
     priority: np.ndarray = field(default_factory=lambda: np.empty(0))
     rows: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
 
+    def candidates(self, priority: np.ndarray) -> np.ndarray:
+        """Positions of the rows that could enter the sample: below the largest priority kept, once full."""
+        if self.size == 0:
+            return np.empty(0, np.int64)
+        if self.priority.size < self.size:
+            return np.arange(priority.size)
+        return np.flatnonzero(priority < self.priority.max())
+
     def add(self, priority: np.ndarray, matrix: np.ndarray) -> None:
         if self.size == 0:
             return
@@ -169,54 +231,106 @@ def fold(batches: Iterator[pa.RecordBatch], edges: dict[str, np.ndarray], catego
          sample_columns: tuple[str, ...] | None = None) -> dict[str, Profile]:
     """Fold Arrow batches into one Profile per group (pure: usable without Spark)."""
     sampled = tuple(edges) if sample_columns is None else sample_columns
+    bins = {c: BinIndex(e) for c, e in edges.items()}
     out: dict[str, Profile] = {}
     for batch in batches:
         groups = [ALL] if group is None else [str(g) for g in pc.unique(batch.column(group)).to_pylist()]
         for g in groups:
-            part = batch if group is None else batch.filter(pc.equal(pc.cast(batch.column(group), pa.string()), g))
+            part = batch if len(groups) == 1 else batch.filter(pc.equal(pc.cast(batch.column(group), pa.string()), g))
             prof = out.setdefault(g, _empty(edges, categorical, sample_rows, sampled))
-            prof.rows += part.num_rows
-            matrix = []
-            for col, hist in prof.numeric.items():
-                values = _as_float(part.column(col))
-                hist.add(values)
-                if col in sampled:
-                    matrix.append(values)
-            for col, counts in prof.categorical.items():
-                counts.add(part.column(col).cast(pa.string()))
-            if sample_rows and priority_col is not None and matrix:
-                prio = part.column(priority_col).to_numpy(zero_copy_only=False)
-                prof.sample.add(prio, np.column_stack(matrix))
+            _fold_part(prof, part, bins, sample_rows, priority_col)
     return out
+
+
+def _fold_part(prof: Profile, part: pa.RecordBatch, bins: dict[str, BinIndex], sample_rows: int,
+               priority_col: str | None) -> None:
+    prof.rows += part.num_rows
+    values: dict[str, np.ndarray] = {}
+    for col, hist in prof.numeric.items():
+        column = part.column(col)
+        if column.null_count == len(column):  # e.g. the features' columns on the scores' side of a union
+            hist.missing += len(column)
+            continue
+        values[col] = _as_float(column)
+        hist.add(values[col], bins[col])
+    for col, counts in prof.categorical.items():
+        counts.add(part.column(col).cast(pa.string()))
+    if sample_rows and priority_col is not None and prof.sample.columns and part.num_rows:
+        prio = part.column(priority_col).to_numpy(zero_copy_only=False)
+        keep = prof.sample.candidates(prio)  # only these rows are copied into a matrix
+        if keep.size:
+            prof.sample.add(prio[keep], np.column_stack([values[c][keep] if c in values else np.full(keep.size, np.nan)
+                                                          for c in prof.sample.columns]))
+
+
+@dataclass(frozen=True)
+class Source:
+    """A DataFrame to fold and how: its bins, categorical columns, an optional group column and row sample."""
+
+    df: DataFrame
+    edges: dict[str, Any]
+    categorical: tuple[str, ...] = ()
+    group: str | None = None
+    sample_rows: int = 0
+    sample_key: str | None = None
+    sample_columns: tuple[str, ...] | None = None
+
+
+def _folded(name: str, source: Source) -> DataFrame:
+    """Source's rows folded by the Python workers: one (source, state) row per partition."""
+    from pyspark.sql import functions as F
+
+    df, edges = source.df, {c: np.asarray(e, dtype=np.float64) for c, e in source.edges.items()}
+    categorical, group, sample_rows, sample_columns = (source.categorical, source.group, source.sample_rows,
+                                                       source.sample_columns)
+    priority_col = None
+    if sample_rows and source.sample_key:
+        priority_col = "__priority"
+        df = df.withColumn(priority_col, F.xxhash64(F.col(source.sample_key), F.lit("sample")))
+    wanted = [*edges, *categorical, *([group] if group else []), *([priority_col] if priority_col else [])]
+    schema = StructType([StructField("source", StringType()), StructField("state", BinaryType())])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        state = fold(batches, edges, categorical, group, sample_rows, priority_col, sample_columns)
+        blob = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        yield pa.RecordBatch.from_arrays([pa.array([name]), pa.array([blob], pa.binary())], names=["source", "state"])
+
+    return df.select(*wanted).mapInArrow(run, schema)
+
+
+def collect_sources(sources: dict[str, Source]) -> dict[str, dict[str, Profile]]:
+    """Fold several DataFrames in one Spark job and merge the per-worker states in the driver.
+
+    The job is the union of each source's folded states, so every source ships only its
+    own columns to the Python workers (a union of the rows would pad each side with the
+    other's columns as nulls). A source without a group column always gets its ALL
+    profile, empty when it has no rows.
+    """
+    jobs = [_folded(name, source) for name, source in sources.items()]
+    union = jobs[0]
+    for job in jobs[1:]:
+        union = union.unionByName(job)
+    merged: dict[str, dict[str, Profile]] = {name: {} for name in sources}
+    for row in union.collect():
+        target = merged[row["source"]]
+        for g, prof in pickle.loads(zlib.decompress(row["state"])).items():  # noqa: S301 - our own workers' state
+            if g in target:
+                target[g].merge(prof)
+            else:
+                target[g] = prof
+    for name, source in sources.items():
+        if source.group is None and ALL not in merged[name]:
+            sampled = tuple(source.edges) if source.sample_columns is None else source.sample_columns
+            merged[name][ALL] = _empty({c: np.asarray(e, np.float64) for c, e in source.edges.items()},
+                                       source.categorical, source.sample_rows, sampled)
+    return merged
 
 
 def collect(df: DataFrame, edges: dict[str, np.ndarray], categorical: tuple[str, ...], group: str | None = None,
             sample_rows: int = 0, sample_key: str | None = None,
             sample_columns: tuple[str, ...] | None = None) -> dict[str, Profile]:
-    """Run the one-pass aggregation over df and merge the per-worker results in the driver."""
-    from pyspark.sql import functions as F
-
-    edges = {c: np.asarray(e, dtype=np.float64) for c, e in edges.items()}
-    priority_col = None
-    if sample_rows and sample_key:
-        priority_col = "__priority"
-        df = df.withColumn(priority_col, F.xxhash64(F.col(sample_key), F.lit("sample")))
-    wanted = [*edges, *categorical, *([group] if group else []), *([priority_col] if priority_col else [])]
-    schema = StructType([StructField("state", BinaryType())])
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        state = fold(batches, edges, categorical, group, sample_rows, priority_col, sample_columns)
-        blob = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
-        yield pa.RecordBatch.from_arrays([pa.array([blob], pa.binary())], names=["state"])
-
-    merged: dict[str, Profile] = {}
-    for row in df.select(*wanted).mapInArrow(run, schema).collect():
-        for g, prof in pickle.loads(zlib.decompress(row["state"])).items():  # noqa: S301 - our own workers' state
-            if g in merged:
-                merged[g].merge(prof)
-            else:
-                merged[g] = prof
-    return merged
+    """The one-pass aggregation of one DataFrame: a Profile per group (or ALL)."""
+    return collect_sources({ALL: Source(df, edges, categorical, group, sample_rows, sample_key, sample_columns)})[ALL]
 
 
 def overall(profiles: dict[str, Profile]) -> Profile:

@@ -86,6 +86,7 @@ def client(tracking_uri: str):
 
     if not tracking_uri:
         raise ServiceUnavailable("MLFLOW_TRACKING_URI is not set: start the stack with `make up`")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in logs
     # MLflow retries failed requests with exponential backoff; its default (7 tries, up to
     # minutes) would hide an outage for too long: three tries, then the task's own retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")

@@ -49,3 +49,27 @@ def test_coarse_bins_merge_fine_bins_exactly():
     h.add(np.array([0.5, 1.5, 2.5, 3.5, 4.5, 2.0]))
     # keep edges 2.0 and 4.0: bins (-inf,2], (2,4], (4,inf)
     assert h.coarse(np.array([1, 3])).tolist() == [3, 2, 1]
+
+
+def test_the_bin_index_numbers_values_exactly_as_searchsorted():
+    rng = np.random.default_rng(3)
+    samples = {"normal": rng.normal(5, 2, 200_000), "lognormal": rng.lognormal(0, 1.5, 200_000),
+               "poisson": rng.poisson(4, 200_000).astype(float), "two values": rng.integers(0, 2, 1000) * 1.0}
+    for name, ref in samples.items():
+        for edges in (np.unique(np.quantile(ref, np.linspace(0, 1, 4001)[1:-1])),
+                      np.quantile(ref, np.linspace(0, 1, 51)[1:-1]), np.array([ref.mean()])):
+            # values drawn like the reference, plus every edge, its neighbours and far outliers
+            x = np.concatenate([rng.permutation(ref)[:50_000], edges, np.nextafter(edges, -np.inf),
+                                np.nextafter(edges, np.inf), [-1e300, 1e300, 0.0, -0.0]])
+            got = histogram.BinIndex(edges)(x)
+            assert np.array_equal(got, np.searchsorted(edges, x, side="left")), (name, edges.size)
+
+
+def test_histograms_with_and_without_the_bin_index_agree():
+    rng = np.random.default_rng(4)
+    x = rng.exponential(2, 100_000)
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, 1001)[1:-1]))
+    fast, plain = histogram.NumericHistogram.empty(edges), histogram.NumericHistogram.empty(edges)
+    fast.add(x, histogram.BinIndex(edges))
+    plain.add(x)
+    assert fast.counts.tolist() == plain.counts.tolist() and np.array_equal(fast.sums, plain.sums)

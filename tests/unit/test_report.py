@@ -114,3 +114,14 @@ def test_an_empty_summary_still_renders_a_page():
     # then the page says the verdict is unavailable rather than failing
     assert "Drift verdict unavailable" in page
     assert "<svg" not in page
+
+
+def test_the_banner_says_what_breached_the_policy():
+    summary = a_summary()
+    assert "breached by the share of drifted features</small>" in render_drift_report(summary)
+    # a stable share of features with a drifted prediction: the prediction is named as the cause
+    summary["dataset"].update(share_drifted=0.1, drifted=False)
+    summary["prediction"].update(statistic=0.25, drifted=True)
+    assert "breached by prediction drift</small>" in render_drift_report(summary)
+    summary["dataset"].update(drifted=True)
+    assert "breached by the share of drifted features and prediction drift</small>" in render_drift_report(summary)
