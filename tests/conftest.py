@@ -176,11 +176,18 @@ def dag_world(services, tmp_path_factory) -> World:
            "BATCHLOOP_PARAMS": str(repo / "params.yaml"), "AIRFLOW_HOME": str(root / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn), "BATCHLOOP_LAKE_GC_GRACE_MINUTES": "0"}
-    migrated = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True,
-                              timeout=600)
-    assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
+    # Airflow's database is set up while the data is generated: neither needs the other
+    migrate = subprocess.Popen([str(BIN / "airflow"), "db", "migrate"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     world = World(root, env)
-    world.cli("generate", "--start", "2026-01-01", "--days", "50", "--rows", "1500")
+    try:
+        world.cli("generate", "--start", "2026-01-01", "--days", "50", "--rows", "1500")
+        out, err = migrate.communicate(timeout=600)
+    finally:
+        if migrate.poll() is None:
+            migrate.kill()
+            migrate.wait()
+    assert migrate.returncode == 0, out[-2000:] + err[-2000:]
     return world
 
 
