@@ -465,9 +465,9 @@ def sql(
 def main() -> None:
     """Entry point: settings from .env, one clear line and a non-zero exit on known failures."""
     load_dotenv(PROJECT_ROOT / ".env", override=False)
-    # stdout carries the command's JSON result: MLflow must not print links or progress bars there
+    # stdout carries the command's JSON result: MLflow must not print links there (its progress
+    # bars are turned off where every MLflow client is made, registry.client)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
     os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -46,9 +46,12 @@ class BinIndex:
         self.edges = np.asarray(edges, dtype=np.float64)
         self.scan = scan
         n = self.edges.size
+        self.grid = n >= 2
+        if not self.grid:
+            return
         low, high = (self.edges[int(n * 0.005)], self.edges[int(n * 0.995) - 1]) if n >= 200 else \
-            (self.edges[0], self.edges[-1]) if n else (0.0, 0.0)
-        self.grid = n >= 2 and bool(np.isfinite(high - low)) and high > low
+            (self.edges[0], self.edges[-1])
+        self.grid = bool(np.isfinite(high - low)) and high > low
         if not self.grid:
             return
         self.cells = max(cells_per_edge * n, 64)
@@ -245,13 +248,8 @@ def fold(batches: Iterator[pa.RecordBatch], edges: dict[str, np.ndarray], catego
 def _fold_part(prof: Profile, part: pa.RecordBatch, bins: dict[str, BinIndex], sample_rows: int,
                priority_col: str | None) -> None:
     prof.rows += part.num_rows
-    values: dict[str, np.ndarray] = {}
+    values = {col: _as_float(part.column(col)) for col in prof.numeric}
     for col, hist in prof.numeric.items():
-        column = part.column(col)
-        if column.null_count == len(column):  # e.g. the features' columns on the scores' side of a union
-            hist.missing += len(column)
-            continue
-        values[col] = _as_float(column)
         hist.add(values[col], bins[col])
     for col, counts in prof.categorical.items():
         counts.add(part.column(col).cast(pa.string()))
@@ -259,8 +257,7 @@ def _fold_part(prof: Profile, part: pa.RecordBatch, bins: dict[str, BinIndex], s
         prio = part.column(priority_col).to_numpy(zero_copy_only=False)
         keep = prof.sample.candidates(prio)  # only these rows are copied into a matrix
         if keep.size:
-            prof.sample.add(prio[keep], np.column_stack([values[c][keep] if c in values else np.full(keep.size, np.nan)
-                                                          for c in prof.sample.columns]))
+            prof.sample.add(prio[keep], np.column_stack([values[c][keep] for c in prof.sample.columns]))
 
 
 @dataclass(frozen=True)
@@ -275,12 +272,21 @@ class Source:
     sample_key: str | None = None
     sample_columns: tuple[str, ...] | None = None
 
+    def float_edges(self) -> dict[str, np.ndarray]:
+        return {c: np.asarray(e, dtype=np.float64) for c, e in self.edges.items()}
+
+    def empty(self) -> Profile:
+        """The profile of no rows."""
+        sampled = tuple(self.edges) if self.sample_columns is None else self.sample_columns
+        return _empty(self.float_edges(), self.categorical, self.sample_rows, sampled)
+
 
 def _folded(name: str, source: Source) -> DataFrame:
     """Source's rows folded by the Python workers: one (source, state) row per partition."""
     from pyspark.sql import functions as F
 
-    df, edges = source.df, {c: np.asarray(e, dtype=np.float64) for c, e in source.edges.items()}
+    # the worker function must not capture `source`: a DataFrame does not pickle
+    df, edges = source.df, source.float_edges()
     categorical, group, sample_rows, sample_columns = (source.categorical, source.group, source.sample_rows,
                                                        source.sample_columns)
     priority_col = None
@@ -320,9 +326,7 @@ def collect_sources(sources: dict[str, Source]) -> dict[str, dict[str, Profile]]
                 target[g] = prof
     for name, source in sources.items():
         if source.group is None and ALL not in merged[name]:
-            sampled = tuple(source.edges) if source.sample_columns is None else source.sample_columns
-            merged[name][ALL] = _empty({c: np.asarray(e, np.float64) for c, e in source.edges.items()},
-                                       source.categorical, source.sample_rows, sampled)
+            merged[name][ALL] = source.empty()
     return merged
 
 

@@ -294,7 +294,8 @@ svg text{font-family:"DejaVu Sans",Verdana,Arial,sans-serif}
 <div class="banner {{ 'bad' if ds.breached is sameas true else 'good' if ds.breached is sameas false else 'unknown' }}">
 {% if ds.breached is sameas true %}⚠ Drift BREACHED{% elif ds.breached is sameas false %}✓ Drift NOT breached{% else %}Drift verdict unavailable{% endif %}
 <small>{{ ds.share_drifted|pct }} of features drifted — threshold {{ ds.threshold|pct }}; importance-weighted share {{ ds.weighted_share|pct }}
-{%- if ds.breached is sameas true %}; breached by {% if ds.drifted %}the share of drifted features{% if s.prediction and s.prediction.drifted %} and {% endif %}{% endif %}{% if s.prediction and s.prediction.drifted %}prediction drift{% endif %}{% endif %}</small></div>
+{%- set causes = (["the share of drifted features"] if ds.drifted else []) + (["prediction drift"] if s.prediction and s.prediction.drifted else []) %}
+{%- if ds.breached is sameas true and causes %}; breached by {{ causes|join(" and ") }}{% endif %}</small></div>
 <div class="kpis">
 <div class="kpi"><span class="lbl">Share of drifted features</span><span class="big">{{ ds.share_drifted|pct }}</span>
 threshold {{ ds.threshold|pct }} (drift if above) {{ verdict(ds.drifted) }}<br><span class="lbl">{{ drifted|length }} drifted:
