@@ -9,8 +9,10 @@ default .batchloop/). Tests use the same classes with free ports and a temp fold
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -35,6 +37,7 @@ DEFAULT_PORTS = {
     "BATCHLOOP_MLFLOW_PORT": 5000,
     "BATCHLOOP_AIRFLOW_PORT": 8080,
 }
+GRPC_OFFSET = 10000  # SeaweedFS's convention: each server's gRPC port is its HTTP port + 10000
 BUCKETS = ("BATCHLOOP_BUCKET_DVC", "BATCHLOOP_BUCKET_MLFLOW", "BATCHLOOP_BUCKET_REPORTS")
 POOLS = {
     "lake": "Spark steps: one driver at a time on the embedded metastore (more slots with a remote one)",
@@ -47,12 +50,16 @@ class StackError(Exception):
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 whose +10000 neighbour (SeaweedFS gRPC) is free too."""
+    """A free TCP port on 127.0.0.1 whose +10000 neighbour (SeaweedFS gRPC) is free too.
+
+    Both lie below the kernel's ephemeral range, so no outgoing connection can take them while a test
+    has the server stopped and is about to start it again on the same ports."""
+    ephemeral_low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     while True:
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
-        if port < 55000 and not port_in_use(port + 10000):
+        port = random.randrange(10000, max(ephemeral_low - GRPC_OFFSET, 10001))
+        if not port_in_use(port) and not port_in_use(port + GRPC_OFFSET):
             return port
 
 
@@ -61,7 +68,7 @@ def free_ports(names: list[str]) -> dict[str, int]:
     ports: dict[str, int] = {}
     while len(ports) < len(names):
         port = free_port()
-        taken = set(ports.values()) | {p + 10000 for p in ports.values()} | {p - 10000 for p in ports.values()}
+        taken = {p + d for p in ports.values() for d in (0, GRPC_OFFSET, -GRPC_OFFSET)}
         if port not in taken:
             ports[names[len(ports)]] = port
     return ports
@@ -198,20 +205,21 @@ class Stack:
     # -- services ------------------------------------------------------------------------
     def s3(self) -> Service:
         c, data = self.config, self.state / "s3"
+        http = {name: int(c[f"BATCHLOOP_{key}_PORT"]) for name, key in (
+            ("s3", "S3"), ("master", "WEED_MASTER"), ("volume", "WEED_VOLUME"), ("filer", "WEED_FILER"))}
         return Service(
             name="s3",
             argv=[str(VENV_BIN / "weed"), "server", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
-                  f"-master.port={c['BATCHLOOP_WEED_MASTER_PORT']}",
-                  f"-volume.port={c['BATCHLOOP_WEED_VOLUME_PORT']}",
-                  "-filer", f"-filer.port={c['BATCHLOOP_WEED_FILER_PORT']}",
+                  f"-master.port={http['master']}", f"-master.port.grpc={http['master'] + GRPC_OFFSET}",
+                  f"-volume.port={http['volume']}", f"-volume.port.grpc={http['volume'] + GRPC_OFFSET}",
+                  "-filer", f"-filer.port={http['filer']}", f"-filer.port.grpc={http['filer'] + GRPC_OFFSET}",
                   f"-filer.localSocket={self.run_dir / 'weed-filer.sock'}",
-                  "-s3", f"-s3.port={c['BATCHLOOP_S3_PORT']}",
+                  "-s3", f"-s3.port={http['s3']}", f"-s3.port.grpc={http['s3'] + GRPC_OFFSET}",
                   f"-s3.localSocket={self.run_dir / 'weed-s3.sock'}",
                   f"-s3.config={self.run_dir / 's3-identities.json'}",
                   "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
                   "-volume.max=0", "-master.volumeSizeLimitMB=256"],
-            ports=[int(c[k]) for k in ("BATCHLOOP_S3_PORT", "BATCHLOOP_WEED_MASTER_PORT",
-                                       "BATCHLOOP_WEED_VOLUME_PORT", "BATCHLOOP_WEED_FILER_PORT")],
+            ports=[p + d for p in http.values() for d in (0, GRPC_OFFSET)],
             health_url=f"{c['BATCHLOOP_S3_ENDPOINT_URL']}/",
             cwd=self.state,
             # its keys come from the identities file; given AWS_* variables, weed adds (and logs) an identity
@@ -296,7 +304,8 @@ class Stack:
                 raise StackError(
                     f"{service.name}: port {port} on {HOST} is already in use by another process. "
                     f"Stop that process, or choose another port for {service.name} in .env "
-                    "(the BATCHLOOP_*_PORT keys) and run `make up` again."
+                    "(the BATCHLOOP_*_PORT keys; SeaweedFS also takes each of its ports + 10000 for gRPC) "
+                    "and run `make up` again."
                 )
         log = self.log_file(service).open("ab")
         env = {k: v for k, v in {**self.env(), **service.env}.items() if k not in service.hidden_env}
