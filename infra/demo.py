@@ -53,14 +53,9 @@ def follow(client: AirflowClient, clock: Clock, dag_id: str, run_id: str) -> str
 def score_day(client: AirflowClient, clock: Clock, day: date) -> dict:
     """Backfill one day of score_daily through the scheduler and wait for it; what it did."""
     backfill = client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
-    while True:
-        runs = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
-                and (r.get("data_interval_start") or "")[:10] == day.isoformat()]
-        if runs and runs[-1]["state"] in ("success", "failed"):
-            run = runs[-1]
-            break
-        time.sleep(3)
-    client.wait_backfill(backfill["id"])  # the next day's backfill may only start once this one is closed
+    client.wait_backfill(backfill["id"], timeout=3600)  # closed once its run has ended; then the next may start
+    run = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
+           and (r.get("data_interval_start") or "")[:10] == day.isoformat()][-1]
     states = client.task_states("score_daily", run["dag_run_id"])
     scored = client.xcom("score_daily", run["dag_run_id"], "score") if states.get("score") == "success" else None
     drift = client.xcom("score_daily", run["dag_run_id"], "drift") if states.get("drift") == "success" else None

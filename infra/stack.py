@@ -52,15 +52,21 @@ class StackError(Exception):
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 whose +10000 neighbour (SeaweedFS gRPC) is free too.
 
-    Both lie below the kernel's ephemeral range, so no outgoing connection can take them while a test
-    has the server stopped and is about to start it again on the same ports."""
+    Where the kernel leaves room, both lie below its ephemeral range, so no outgoing connection can take
+    them while a test has the server stopped and is about to start it again on the same ports."""
     ephemeral_low = 32768
     with contextlib.suppress(OSError, ValueError):
         ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(10000, max(ephemeral_low - GRPC_OFFSET, 10001))
-        if not port_in_use(port) and not port_in_use(port + GRPC_OFFSET):
+    for _ in range(1000):
+        if ephemeral_low - GRPC_OFFSET > 11000:
+            port = random.randrange(10000, ephemeral_low - GRPC_OFFSET)
+        else:  # an ephemeral range reaching down to 20000 or below: take a port the kernel hands out
+            with socket.socket() as s:
+                s.bind((HOST, 0))
+                port = s.getsockname()[1]
+        if port + GRPC_OFFSET < 65536 and not port_in_use(port) and not port_in_use(port + GRPC_OFFSET):
             return port
+    raise StackError(f"no free pair of ports (p, p + {GRPC_OFFSET}) found on {HOST}")
 
 
 def free_ports(names: list[str]) -> dict[str, int]:
