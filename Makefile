@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml requirements.lock
 	@infra/preflight.sh $(PYTHON)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+	@# pyspark-client ships pyspark's own files in another version; a venv that still has it loses them
+	@# when it is removed, so pyspark is laid down again after it goes
+	@if $(UV) pip show --python $(PY) pyspark-client >/dev/null 2>&1; then \
+		$(UV) pip uninstall --python $(PY) pyspark-client && \
+		$(UV) pip install --python $(PY) --no-deps --reinstall "$$(grep '^pyspark==' requirements.lock)"; fi
 	$(UV) pip sync --python $(PY) requirements.lock
 	$(UV) pip install --python $(PY) --no-deps -e .
 	touch $(STAMP)
@@ -26,10 +31,13 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP) ## create .venv with the locked dependencies (Python 3.11, Java 17+)
 
 lock: ## re-resolve requirements.lock from pyproject.toml
-	$(UV) pip compile pyproject.toml --extra dev --extra stack --python-version 3.11 -o requirements.lock
-	$(UV) pip compile pyproject.toml --extra bench -c requirements.lock --python-version 3.11 -o requirements-bench.lock
+	@# pyspark-client (required by the Spark provider) holds the same modules as pyspark[connect]: not installed
+	$(UV) pip compile pyproject.toml --extra dev --extra stack --python-version 3.11 \
+		--no-emit-package pyspark-client -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra bench -c requirements.lock --python-version 3.11 \
+		--no-emit-package pyspark-client -o requirements-bench.lock
 
-up: install ## start the local stack (S3, MLflow, Airflow) on 127.0.0.1
+up: install ## start (or restart) the local stack (S3, MLflow, Spark Connect, Airflow) on 127.0.0.1
 	$(PY) -m infra.stack up
 
 status: install ## show the local stack: services, addresses, where the admin password is
@@ -49,10 +57,11 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 	$(UV) pip install --python $(PY) -r requirements-bench.lock
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## benchmarks (not part of make test): validation, scoring, drift, beside their baselines
+bench: $(BENCH_STAMP) ## benchmarks (not part of make test): validation, scoring, drift, DAG-run latency, beside their baselines
 	$(PY) tests/benchmarks/bench_validation.py
 	$(PY) tests/benchmarks/bench_scoring.py
 	$(PY) tests/benchmarks/bench_drift.py
+	$(PY) tests/benchmarks/bench_latency.py
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check jobs dags infra tests

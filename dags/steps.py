@@ -1,8 +1,9 @@
 """How the DAGs run batchloop steps: the same CLI a person runs, as Airflow tasks.
 
-- `spark_step`: `spark-submit jobs/__main__.py <command>` through the Spark provider's
-  operator and the connection `spark_default` (local[2] on the local stack; a cluster in
-  production by changing the connection, not the DAGs).
+- `spark_step`: one Spark step, run the way the connection `spark_default` says: of type
+  `spark_connect` (the local stack), the `batchloop` command as a client of that warm
+  Spark Connect server; of type `spark` (a cluster), `spark-submit jobs/__main__.py
+  <command>` through the Spark provider's operator. The DAGs do not change between the two.
 - `cli_step`: a step without Spark (gate, promote, publish), the `batchloop` command.
 
 Both write the command's JSON result to a file, return it as the task's XCom, and put
@@ -27,7 +28,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 JOBS_ENTRYPOINT = str(PROJECT / "jobs" / "__main__.py")
 # the CLI's exit codes: 2 = refused (bad input, data or model: retrying cannot help), 3 = a service is down
 EXIT_REFUSED = 2
-LAKE_POOL = "lake"  # one slot with the embedded Derby metastore; raise it with a remote metastore
+LAKE_POOL = "lake"  # Spark steps; one slot for two local cores, more on a cluster
 DVC_POOL = "dvc"    # DVC commands never run concurrently
 
 # emitted by score_daily when drift breaches the policy; retrain is scheduled on it
@@ -94,22 +95,69 @@ def _publish_result(context, path: Path, links: tuple):
 
 
 class SparkStep(SparkSubmitOperator):
-    """spark-submit of one batchloop command; its JSON result is the task's return value."""
+    """One batchloop Spark command; its JSON result is the task's return value.
+
+    The connection decides how it runs: `spark_connect` = the command as a client of that
+    server (its token, if the connection holds one, handed over in the environment); any
+    other type = spark-submit of jobs/__main__.py.
+    """
 
     def execute(self, context):
+        from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowFailException
 
         path = _result_path(context)
-        self.application_args = ["--result-file", str(path), *(self.application_args or [])]
-        try:
-            super().execute(context)
-        except Exception as exc:
-            code = re.search(r"Error code is: (\d+)", str(exc))
-            if code and int(code.group(1)) == EXIT_REFUSED:
-                raise AirflowFailException(f"batchloop {self.application_args[2]} refused the input (no retry): "
-                                           "see the `batchloop: error:` line in the log above") from None
-            raise
+        arguments = ["--result-file", str(path), *(self.application_args or [])]
+        connection = BaseHook.get_connection(self.conn_id)
+        if connection.conn_type == "spark_connect":
+            code, last = self._run_connect_client(connection, arguments, context)
+        else:
+            self.application_args = arguments
+            try:
+                super().execute(context)
+                code, last = 0, ""
+            except Exception as exc:
+                found = re.search(r"Error code is: (\d+)", str(exc))
+                if not (found and int(found.group(1)) == EXIT_REFUSED):
+                    raise
+                code, last = EXIT_REFUSED, "see the `batchloop: error:` line in the log above"
+        if code == EXIT_REFUSED:
+            raise AirflowFailException(f"batchloop {arguments[2]} refused the input (no retry): {last}")
+        if code != 0:
+            raise RuntimeError(f"batchloop {arguments[2]} failed (exit {code}): {last}")
         return _publish_result(context, path, self.operator_extra_links)
+
+    def _run_connect_client(self, connection, arguments: list[str], context) -> tuple[int, str]:
+        """`batchloop <command>` as a client of the Connect server; stopped (and its query interrupted) on kill."""
+        remote = connection.host if "://" in connection.host else f"sc://{connection.host}"
+        if connection.port:
+            remote = f"{remote.rstrip('/')}:{connection.port}"
+        env = {**os.environ, **(self.env_vars or {}), "BATCHLOOP_RUN_ID": context["run_id"],
+               "BATCHLOOP_SPARK_REMOTE": remote}
+        if connection.password:
+            env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = connection.password
+        command = [str(Path(sys.executable).parent / "batchloop"), *arguments]
+        self.log.info("running %s on Spark Connect %s", " ".join(command[:1] + command[3:]), remote)
+        self._client = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True, start_new_session=True)
+        last = "no output"
+        for line in self._client.stderr:
+            line = line.rstrip("\n")
+            self.log.info("%s", line)
+            last = line or last
+        return self._client.wait(), last
+
+    def on_kill(self):
+        """Airflow stops the task: SIGTERM lets the client interrupt its operations on the server."""
+        client = getattr(self, "_client", None)
+        if client is not None and client.poll() is None:
+            client.terminate()
+            try:
+                client.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                client.kill()
+            return
+        super().on_kill()
 
 
 class CliStep(BaseOperator):

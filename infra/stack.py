@@ -1,4 +1,4 @@
-"""The embedded local stack: S3 (SeaweedFS), MLflow, Airflow; Spark runs in-process.
+"""The embedded local stack: S3 (SeaweedFS), MLflow, a warm Spark Connect server, Airflow.
 
     python infra/stack.py up|down|status
 
@@ -36,11 +36,13 @@ DEFAULT_PORTS = {
     "BATCHLOOP_WEED_FILER_PORT": 8888,
     "BATCHLOOP_MLFLOW_PORT": 5000,
     "BATCHLOOP_AIRFLOW_PORT": 8080,
+    "BATCHLOOP_SPARK_CONNECT_PORT": 15002,
 }
 GRPC_OFFSET = 10000  # SeaweedFS's convention: each server's gRPC port is its HTTP port + 10000
 BUCKETS = ("BATCHLOOP_BUCKET_DVC", "BATCHLOOP_BUCKET_MLFLOW", "BATCHLOOP_BUCKET_REPORTS")
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 POOLS = {
-    "lake": "Spark steps: one driver at a time on the embedded metastore (more slots with a remote one)",
+    "lake": "Spark steps: one at a time on the two local cores (the Connect server runs them all)",
     "dvc": "steps that run DVC commands: never two at once",
 }
 
@@ -90,6 +92,38 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+# the server's own settings beyond the drivers' (jobs.spark.session_conf)
+CONNECT_SERVER_CONF = {
+    # an operation whose client is gone (killed) is interrupted after this long, not five minutes; the
+    # server notices a gone client when a response stream ends, so streams end (and live clients
+    # reattach at once) every 10 s instead of every 2 minutes
+    "spark.connect.execute.manager.detachedTimeout": "20s",
+    "spark.connect.execute.reattachable.senderMaxStreamDuration": "10s",
+    "spark.connect.execute.manager.maintenanceInterval": "5s",
+    # a session whose client died without releasing it goes after this long (with its cached frames)
+    "spark.connect.session.manager.defaultSessionTimeout": "10min",
+    "spark.connect.session.manager.maintenanceInterval": "30s",
+}
+
+
+def connect_connection(config: dict[str, str]) -> dict:
+    """Airflow's `spark_default`: the local Connect server (its token comes from the environment)."""
+    port = int(config["BATCHLOOP_SPARK_CONNECT_PORT"])
+    return {"conn_type": "spark_connect", "host": "sc://localhost", "port": port}
+
+
+SUBMIT_CONNECTION = {"conn_type": "spark", "host": "local[2]",
+                     "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"}}
+
+
+def spark_mode(config: dict[str, str]) -> str:
+    """How the stack's DAG steps reach Spark: `connect` (the warm server, default) or `submit` (spark-submit)."""
+    mode = config.get("BATCHLOOP_SPARK_MODE", "connect")
+    if mode not in ("connect", "submit"):
+        raise StackError(f"BATCHLOOP_SPARK_MODE={mode!r}: use connect (the warm Spark Connect server) or submit")
+    return mode
+
+
 def generate_config(state_dir: Path, ports: dict[str, int] | None = None) -> dict[str, str]:
     """A fresh configuration: generated credentials, ports, endpoints."""
     p = {**DEFAULT_PORTS, **(ports or {})}
@@ -110,6 +144,9 @@ def generate_config(state_dir: Path, ports: dict[str, int] | None = None) -> dic
         "BATCHLOOP_BUCKET_REPORTS": "batchloop-reports",
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{p['BATCHLOOP_MLFLOW_PORT']}",
         "BATCHLOOP_AIRFLOW_URL": f"http://{HOST}:{p['BATCHLOOP_AIRFLOW_PORT']}",
+        # Spark Connect: a client reads the token from this variable, the server too (never an argument)
+        "BATCHLOOP_SPARK_REMOTE": f"sc://localhost:{p['BATCHLOOP_SPARK_CONNECT_PORT']}",
+        "SPARK_CONNECT_AUTHENTICATE_TOKEN": secrets.token_urlsafe(32),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
@@ -126,6 +163,14 @@ def load_or_create_env(path: Path = ROOT / ".env") -> dict[str, str]:
         path.chmod(0o600)
         print(f"stack: generated credentials and ports in {path}")
     values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    missing = {k: v for k, v in generate_config(Path(values.get("BATCHLOOP_STATE_DIR", ROOT / ".batchloop")),
+                                                {k: int(values[k]) for k in DEFAULT_PORTS if k in values}).items()
+               if k not in values}
+    if missing:  # a .env from an older version: add what this one needs, keep everything it has
+        with path.open("a") as out:
+            out.writelines(f"{k}={v}\n" for k, v in missing.items())
+        values.update(missing)
+        print(f"stack: added {', '.join(sorted(missing))} to {path}")
     # the process environment wins, as it does for the jobs' settings
     return {**values, **{k: os.environ[k] for k in values if k in os.environ}}
 
@@ -151,6 +196,39 @@ class Service:
             return self.healthy(requests.get(self.health_url, timeout=3))
         except requests.RequestException:
             return False
+
+
+@dataclass
+class ConnectService(Service):
+    """The Spark Connect server; healthy once a client's query gets an answer."""
+
+    properties: dict[str, str] = field(default_factory=dict)
+    lock: Path | None = None
+
+    def check(self) -> bool:
+        port = int(self.health_url.rsplit(":", 1)[1])
+        if not port_in_use(port):
+            return False
+        probe = ("import sys; from pyspark.sql import SparkSession; "
+                 "s = SparkSession.builder.remote(sys.argv[1]).getOrCreate(); "
+                 "assert s.range(3).count() == 3; s.stop()")
+        try:
+            done = subprocess.run([sys.executable, "-c", probe, self.health_url], capture_output=True, timeout=60,
+                                  env={**os.environ, **self.env})
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
+    def prepare(self, run_dir: Path) -> None:
+        """Its settings as a properties file (0600: spark-submit's argv stays free of them)."""
+        (run_dir / "spark-conf").mkdir(parents=True, exist_ok=True)
+        path = run_dir / "spark-connect.properties"
+        lines = [f"{k}={str(v).replace(chr(92), chr(92) * 2)}" for k, v in sorted(self.properties.items())]
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        if self.lock is not None:
+            self.lock.parent.mkdir(parents=True, exist_ok=True)
+            self.lock.write_text("the Spark Connect server (infra/stack.py)\n")
 
 
 @dataclass
@@ -181,8 +259,7 @@ class Stack:
         """The environment every service and every task of the stack runs with."""
         c = self.config
         api = c["BATCHLOOP_AIRFLOW_URL"]
-        spark_conn = {"conn_type": "spark", "host": "local[2]",
-                      "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"}}
+        spark_conn = connect_connection(c) if spark_mode(c) == "connect" else SUBMIT_CONNECTION
         return {
             **os.environ,
             **c,
@@ -243,6 +320,9 @@ class Stack:
                   "--workers", "1"],
             ports=[int(c["BATCHLOOP_MLFLOW_PORT"])],
             health_url=f"{c['MLFLOW_TRACKING_URI']}/health",
+            # batchloop runs no MLflow server jobs: without this the server starts a job runner
+            # (huey consumers) that holds memory for nothing
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             cwd=data,
         )
 
@@ -264,8 +344,50 @@ class Stack:
                            cwd=self.airflow_home, timeout=180),
         ]
 
+    def spark_env(self):
+        """The Spark settings of this stack's lake, as the jobs read them (jobs.settings.Env)."""
+        from jobs.settings import Env
+
+        known = {k.removeprefix("BATCHLOOP_").lower(): v for k, v in self.config.items()
+                 if k.startswith("BATCHLOOP_")}
+        fields = {k: v for k, v in known.items() if k in Env.model_fields and k != "spark_remote"}
+        return Env(_env_file=None, **{**fields, "state_dir": self.state, "pyspark_python": sys.executable})
+
+    def spark(self) -> Service:
+        """The Spark Connect server: every local step is its client (jobs.spark.build_session)."""
+        import pyspark
+
+        from jobs.spark import session_conf
+
+        env = self.spark_env()
+        port = int(self.config["BATCHLOOP_SPARK_CONNECT_PORT"])
+        home = Path(pyspark.__file__).parent
+        lock = env.metastore / "driver.lock"
+        return ConnectService(
+            name="spark-connect",
+            # flock holds the embedded metastore's driver lock for as long as the server runs, so a
+            # spark-submit driver on the same lake waits for it instead of failing to boot Derby
+            argv=["flock", "--nonblock", "--conflict-exit-code", "75", str(lock),
+                  str(home / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS,
+                  "--name", "batchloop-connect", "--master", env.spark_master,
+                  "--driver-memory", env.spark_driver_memory,
+                  "--properties-file", str(self.run_dir / "spark-connect.properties")],
+            ports=[port],
+            health_url=f"sc://localhost:{port}",
+            env={"SPARK_HOME": str(home), "SPARK_CONF_DIR": str(self.run_dir / "spark-conf"),
+                 "SPARK_LOG_DIR": str(self.log_dir),
+                 "SPARK_CONNECT_AUTHENTICATE_TOKEN": self.config["SPARK_CONNECT_AUTHENTICATE_TOKEN"]},
+            cwd=self.state,
+            timeout=180,
+            properties={**session_conf(env), **CONNECT_SERVER_CONF,
+                        "spark.connect.grpc.binding.address": HOST, "spark.connect.grpc.binding.port": str(port)},
+            lock=lock,
+        )
+
     def services(self, only: set[str] | None = None) -> list[Service]:
-        groups = {"s3": [self.s3()], "mlflow": [self.mlflow()], "airflow": self.airflow()}
+        # in submit mode every step is a driver of its own, which needs the embedded metastore to itself
+        spark = [self.spark()] if spark_mode(self.config) == "connect" else []
+        groups = {"s3": [self.s3()], "mlflow": [self.mlflow()], "spark": spark, "airflow": self.airflow()}
         return [s for g, items in groups.items() if only is None or g in only for s in items]
 
     # -- process control -----------------------------------------------------------------
@@ -313,6 +435,8 @@ class Stack:
                     "(the BATCHLOOP_*_PORT keys; SeaweedFS also takes each of its ports + 10000 for gRPC) "
                     "and run `make up` again."
                 )
+        if isinstance(service, ConnectService):
+            service.prepare(self.run_dir)
         log = self.log_file(service).open("ab")
         env = {k: v for k, v in {**self.env(), **service.env}.items() if k not in service.hidden_env}
         proc = subprocess.Popen(service.argv, cwd=service.cwd, env=env,
@@ -372,8 +496,12 @@ class Stack:
         if any(s.name.startswith("airflow") for s in wanted):
             self.migrate_airflow()
         for service in wanted:
+            if isinstance(service, ConnectService) and self.pid(service):
+                # a fresh JVM and fresh Python workers: what the steps run is the code of today
+                self.stop(service)
+                print(f"stack: restarting {service.name}")
             self.start(service)
-            if service.name in ("s3", "mlflow"):
+            if service.name in ("s3", "mlflow", "spark-connect"):
                 self.wait_healthy(service)
                 print(f"stack: {service.name} is up")
                 if service.name == "s3":
@@ -387,8 +515,8 @@ class Stack:
             self.wait_healthy(airflow[-1])
             print("stack: airflow is up")
 
-    def down(self) -> None:
-        for service in reversed(self.services()):
+    def down(self, only: set[str] | None = None) -> None:
+        for service in reversed(self.services(only)):
             if self.stop(service):
                 print(f"stack: stopped {service.name}")
 
@@ -506,6 +634,7 @@ def print_status(stack: Stack) -> None:
     print(f"  S3 endpoint      {c['BATCHLOOP_S3_ENDPOINT_URL']}  (keys in .env)")
     print(f"  MLflow UI        {c['MLFLOW_TRACKING_URI']}")
     print(f"  Airflow UI       {c['BATCHLOOP_AIRFLOW_URL']}  user admin, password in {stack.password_file()}")
+    print(f"  Spark Connect    {c['BATCHLOOP_SPARK_REMOTE']}  (token in .env)")
     print(f"  Lake (Hive)      {stack.state / 'lake'}  query: .venv/bin/batchloop sql \"SHOW TABLES\"")
     print(f"  Logs             {stack.log_dir}")
 
@@ -524,7 +653,7 @@ def main(argv: list[str]) -> int:
         elif command == "status":
             print_status(stack)
         else:
-            print("usage: python -m infra.stack up|down|status [s3,mlflow,airflow]", file=sys.stderr)
+            print("usage: python -m infra.stack up|down|status [s3,mlflow,spark,airflow]", file=sys.stderr)
             return 2
     except StackError as exc:
         print(f"stack: error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ app.add_typer(data_app, name="data")
 log = logging.getLogger("batchloop")
 
 _RESULT_FILE: list[Path] = []
+_SESSIONS: list = []  # Spark sessions this command opened: released on the Connect server when it ends
 EXIT_REFUSED = 2      # a BatchloopError: the input, data or model is not acceptable
 EXIT_UNAVAILABLE = 3  # a service is down: retrying later can succeed
 DateOpt = Annotated[str, typer.Option("--date", help="day, YYYY-MM-DD")]
@@ -70,16 +71,21 @@ def _settings():
 def _lake(env, app_name: str):
     """The Spark session and the production lake, built once per command."""
     from jobs.lake import Lake
-    from jobs.spark import build_session
 
-    return Lake(build_session(env, app_name=f"batchloop-{app_name}"), env)
+    return Lake(_session(env, app_name), env)
 
 
 def _spark(env, app_name: str):
     """A Spark session without the metastore, for steps that only read a snapshot folder."""
+    return _session(env.model_copy(update={"lake_format": "parquet"}), app_name)
+
+
+def _session(env, app_name: str):
     from jobs.spark import build_session
 
-    return build_session(env.model_copy(update={"lake_format": "parquet"}), app_name=f"batchloop-{app_name}")
+    spark = build_session(env, app_name=f"batchloop-{app_name}")
+    _SESSIONS.append(spark)
+    return spark
 
 
 def _emit(result: dict[str, Any]) -> None:
@@ -462,6 +468,26 @@ def sql(
         result.show(limit, truncate=False)
 
 
+def _run_app():
+    """The command, then the release of its Spark sessions; a lost Connect server is a service failure."""
+    from jobs.spark import connect_unavailable, first_line, stop
+
+    gone = False
+    try:
+        return app(standalone_mode=False)
+    except BatchloopError:
+        raise
+    except Exception as exc:
+        if _SESSIONS and connect_unavailable(exc):
+            gone = True
+            raise ServiceUnavailable(f"the Spark Connect server stopped answering ({first_line(exc)}); "
+                                     "the step can be retried once it is back (`make up`)") from None
+        raise
+    finally:
+        for spark in _SESSIONS:
+            stop(spark, server_gone=gone)
+
+
 def main() -> None:
     """Entry point: settings from .env, one clear line and a non-zero exit on known failures."""
     load_dotenv(PROJECT_ROOT / ".env", override=False)
@@ -476,7 +502,7 @@ def main() -> None:
                   "mlflow.tracking", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        code = app(standalone_mode=False)
+        code = _run_app()
     except ServiceUnavailable as exc:  # worth a retry
         typer.echo(f"batchloop: error: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -79,74 +81,161 @@ def checksum(df: DataFrame, columns: list[str]) -> dict[str, int]:
     return {"rows": int(row["rows"]), "sum32": int(row["sum32"] or 0), "xor64": int(row["xor64"] or 0)}
 
 
+def schema_ddl(df: DataFrame) -> str:
+    """The frame's columns as a DDL column list, as Spark's StructType.toDDL writes it."""
+    return ", ".join(f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+                     for f in df.schema.fields)
+
+
 class FileSystem:
-    """Hadoop FileSystem calls (local disk, HDFS, s3a alike) through the Spark JVM."""
+    """The lake's files (local disk, s3a, HDFS alike) through pyarrow's file systems.
 
-    def __init__(self, spark: SparkSession):
-        self._jvm = spark.sparkContext._jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+    This process reads and writes them itself, so it works the same beside a Spark
+    Connect server and inside a spark-submit driver: no call goes through Spark's JVM.
+    """
 
-    def _path(self, path: str):
-        return self._jvm.org.apache.hadoop.fs.Path(path)
+    def __init__(self, env: Env):
+        self.env = env
+        self._by_scheme: dict[str, Any] = {}
 
-    def _fs(self, path: str):
-        return self._path(path).getFileSystem(self._conf)
+    def _resolve(self, path: str):
+        """(pyarrow file system, path inside it) for a lake location."""
+        from pyarrow import fs
+
+        scheme, _, rest = path.partition("://") if "://" in path else ("file", "", path)
+        if scheme == "file" or path.startswith("file:"):
+            local = path.removeprefix("file://").removeprefix("file:")
+            return self._cached("file", fs.LocalFileSystem), local
+        if scheme in ("s3a", "s3"):
+            return self._cached("s3", self._s3), rest
+        return fs.FileSystem.from_uri(path)
+
+    def _cached(self, scheme: str, make):
+        if scheme not in self._by_scheme:
+            self._by_scheme[scheme] = make()
+        return self._by_scheme[scheme]
+
+    def _s3(self):
+        from pyarrow import fs
+
+        endpoint = self.env.s3_endpoint_url or ""
+        return fs.S3FileSystem(access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+                               secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                               region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                               endpoint_override=endpoint.split("://", 1)[-1] or None,
+                               scheme=endpoint.split("://", 1)[0] if "://" in endpoint else "https",
+                               force_virtual_addressing=False)
+
+    def _info(self, path: str):
+        filesystem, inner = self._resolve(path)
+        return filesystem.get_file_info(inner)
 
     def exists(self, path: str) -> bool:
-        return bool(self._fs(path).exists(self._path(path)))
+        from pyarrow import fs
+
+        return self._info(path).type != fs.FileType.NotFound
 
     def children(self, path: str) -> list[tuple[str, bool, int]]:
         """(name, is_dir, modification time in ms) of each entry; [] when path is missing."""
-        if not self.exists(path):
+        from pyarrow import fs
+
+        filesystem, inner = self._resolve(path)
+        if filesystem.get_file_info(inner).type != fs.FileType.Directory:
             return []
-        return [(s.getPath().getName(), bool(s.isDirectory()), int(s.getModificationTime()))
-                for s in self._fs(path).listStatus(self._path(path))]
+        now_ms = int(time.time() * 1000)
+        return [(i.base_name, i.type == fs.FileType.Directory,
+                 int(i.mtime_ns // 1_000_000) if i.mtime_ns is not None else now_ms)
+                for i in filesystem.get_file_info(fs.FileSelector(inner))]
 
     def total_size(self, path: str) -> int:
         """Bytes of every file under path."""
-        return int(self._fs(path).getContentSummary(self._path(path)).getLength()) if self.exists(path) else 0
+        from pyarrow import fs
+
+        filesystem, inner = self._resolve(path)
+        if filesystem.get_file_info(inner).type != fs.FileType.Directory:
+            return 0
+        return sum(i.size or 0 for i in filesystem.get_file_info(fs.FileSelector(inner, recursive=True))
+                   if i.type == fs.FileType.File)
 
     def mkdirs(self, path: str) -> None:
-        self._fs(path).mkdirs(self._path(path))
+        filesystem, inner = self._resolve(path)
+        filesystem.create_dir(inner, recursive=True)
 
     def rename(self, src: str, dst: str) -> None:
+        if not self.exists(src):
+            raise OSError(f"could not rename {src} to {dst}: {src} does not exist")
         self.mkdirs(dst.rsplit("/", 1)[0])
-        if not self._fs(src).rename(self._path(src), self._path(dst)):
-            raise OSError(f"could not rename {src} to {dst}")
+        filesystem, inner_src = self._resolve(src)
+        _, inner_dst = self._resolve(dst)
+        filesystem.move(inner_src, inner_dst)
 
     def delete(self, path: str) -> None:
-        self._fs(path).delete(self._path(path), True)
+        from pyarrow import fs
+
+        filesystem, inner = self._resolve(path)
+        kind = filesystem.get_file_info(inner).type
+        if kind == fs.FileType.Directory:
+            filesystem.delete_dir(inner)
+        elif kind != fs.FileType.NotFound:
+            filesystem.delete_file(inner)
 
     def write_text(self, path: str, text: str) -> None:
         """Write a small file whole: to a temporary name, then renamed into place."""
         tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        out = self._fs(tmp).create(self._path(tmp), True)
-        try:
-            out.write(bytearray(text.encode()))
-        finally:
-            out.close()
-        if self.exists(path):
-            self.delete(path)
+        filesystem, inner = self._resolve(tmp)
+        with filesystem.open_output_stream(inner) as out:
+            out.write(text.encode())
         self.rename(tmp, path)
+
+    def _create_new(self, path: str) -> bool:
+        """Create the lock file, holding this process's host and pid, only if none exists (O_EXCL locally)."""
+        owner = f"{socket.gethostname()} {os.getpid()}".encode()
+        filesystem, inner = self._resolve(path)
+        if type(filesystem).__name__ == "LocalFileSystem":
+            try:
+                fd = os.open(inner, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as out:
+                out.write(owner)
+            return True
+        if self.exists(path):  # object stores: no create-if-absent; a best effort
+            return False
+        with filesystem.open_output_stream(inner) as out:
+            out.write(owner)
+        return True
+
+    def _holder_gone(self, lock: str) -> bool:
+        """The lock was taken by a process of this host that no longer runs (killed while committing)."""
+        try:
+            host, pid = (self.read_text(lock) or "").split()
+        except (ValueError, OSError):
+            return False
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
 
     @contextmanager
     def exclusive(self, lock: str, timeout_s: float = 600.0, stale_s: float = 600.0) -> Iterator[None]:
         """Hold a lock file (created only if absent: atomic on local disks and HDFS) while committing."""
         deadline = time.monotonic() + timeout_s
-        self.mkdirs(lock.rsplit("/", 1)[0])
-        while True:
-            try:
-                self._fs(lock).create(self._path(lock), False).close()
-                break
-            except Py4JJavaError:  # it exists: another writer commits this partition
-                age = [m for n, _, m in self.children(lock.rsplit("/", 1)[0]) if n == lock.rsplit("/", 1)[1]]
-                if age and time.time() * 1000 - age[0] > stale_s * 1000:
-                    log.warning("removing a stale commit lock %s (a writer died holding it)", lock)
-                    self.delete(lock)
-                elif time.monotonic() > deadline:
-                    raise ContractViolation(f"{lock} stayed locked for {timeout_s:.0f} s: another writer is "
-                                            "committing this partition") from None
-                time.sleep(0.2)
+        folder, name = lock.rsplit("/", 1)
+        self.mkdirs(folder)
+        while not self._create_new(lock):  # it exists: another writer commits this partition
+            age = [m for n, _, m in self.children(folder) if n == name]
+            if self._holder_gone(lock) or (age and time.time() * 1000 - age[0] > stale_s * 1000):
+                log.warning("removing a stale commit lock %s (a writer died holding it)", lock)
+                self.delete(lock)
+            elif time.monotonic() > deadline:
+                raise ContractViolation(f"{lock} stayed locked for {timeout_s:.0f} s: another writer is "
+                                        "committing this partition") from None
+            time.sleep(0.2)
         try:
             yield
         finally:
@@ -155,15 +244,9 @@ class FileSystem:
     def read_text(self, path: str) -> str | None:
         if not self.exists(path):
             return None
-        stream = self._fs(path).open(self._path(path))
-        try:
-            reader = self._jvm.java.io.BufferedReader(self._jvm.java.io.InputStreamReader(stream, "UTF-8"))
-            lines = []
-            while (line := reader.readLine()) is not None:
-                lines.append(line)
-            return "\n".join(lines)
-        finally:
-            stream.close()
+        filesystem, inner = self._resolve(path)
+        with filesystem.open_input_stream(inner) as stream:
+            return stream.read().decode()
 
 
 @dataclass(frozen=True)
@@ -186,7 +269,7 @@ class Lake:
         self.format = env.lake_format
         self.namespace = check_identifier(namespace or env.database, "namespace")
         self.root = env.warehouse.rstrip("/")
-        self.fs = FileSystem(spark)
+        self.fs = FileSystem(env)
         if self.format == "hive" and not spark.catalog.databaseExists(self.namespace):
             location = f"{self.root}/{self.namespace}.db"
             spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.namespace}` LOCATION '{location}'")
@@ -223,7 +306,9 @@ class Lake:
         if self.format == "hive":
             return self.spark.table(self.name(table))
         try:
-            return self.spark.read.option("basePath", self.name(table)).parquet(self.name(table))
+            df = self.spark.read.option("basePath", self.name(table)).parquet(self.name(table))
+            df.schema  # noqa: B018 - analyse now: a Connect session would otherwise fail later, elsewhere
+            return df
         except READ_ERRORS as exc:
             raise unreadable(exc, f"{self.namespace}.{table}") from None
 
@@ -293,7 +378,7 @@ class Lake:
             self._ensure_hive_table(table, data)
         commit_id = new_commit_id()
         staging = f"{self.table_root(table)}/_staging/{commit_id}"
-        data.write.mode("errorifexists").parquet(staging)
+        data.write.mode("error").parquet(staging)
         return self._commit(table, day, staging, commit_id, data, manifest or {})
 
     def write_partitions(self, df: DataFrame, table: str,
@@ -305,7 +390,7 @@ class Lake:
             self._ensure_hive_table(table, df.drop("dt"))
         commit_id = new_commit_id()
         staging = f"{self.table_root(table)}/_staging/{commit_id}"
-        df.write.mode("errorifexists").partitionBy("dt").parquet(staging)
+        df.write.mode("error").partitionBy("dt").parquet(staging)
         days = sorted(date.fromisoformat(n.split("=", 1)[1])
                       for n, is_dir, _ in self.fs.children(staging) if is_dir and n.startswith("dt="))
         commits = [self._commit(table, d, f"{staging}/dt={d.isoformat()}", commit_id, df.drop("dt"),
@@ -328,21 +413,26 @@ class Lake:
         return Commit(table, day, location, rows, commit_id)
 
     def _switch_hive(self, table: str, day: date, staged: str, commit_id: str, data: DataFrame) -> str:
-        final = f"{self.table_root(table)}/dt={day.isoformat()}/{commit_id}"
+        folder = f"{self.table_root(table)}/dt={day.isoformat()}"
+        final = f"{folder}/{commit_id}"
         self.fs.rename(staged, final)
         spec = f"PARTITION (dt='{day.isoformat()}')"
-        if self.location(table, day) is None:
-            self.spark.sql(f"ALTER TABLE {self.name(table)} ADD {spec} LOCATION '{final}'")
-        else:
-            self.spark.sql(f"ALTER TABLE {self.name(table)} {spec} SET LOCATION '{final}'")
-        self.spark.catalog.refreshTable(f"{self.namespace}.{table}")
-        self._collect_garbage(f"{self.table_root(table)}/dt={day.isoformat()}", keep=commit_id)
+        # writers of the same day (several clients of one server) switch one at a time, and the
+        # garbage collection after a switch keeps whatever the metastore shows at that moment
+        with self.fs.exclusive(f"{self.table_root(table)}/_journal/dt={day.isoformat()}.lock"):
+            if self.location(table, day) is None:
+                self.spark.sql(f"ALTER TABLE {self.name(table)} ADD {spec} LOCATION '{final}'")
+            else:
+                self.spark.sql(f"ALTER TABLE {self.name(table)} {spec} SET LOCATION '{final}'")
+            self.spark.catalog.refreshTable(f"{self.namespace}.{table}")
+            visible = (self.location(table, day) or final).rstrip("/").rsplit("/", 1)[-1]
+            self._collect_garbage(folder, keep={commit_id, visible})
         return final
 
     def _ensure_hive_table(self, table: str, data: DataFrame) -> None:
         if not self.exists(table):
             self.fs.mkdirs(self.table_root(table))
-            ddl = data.drop("dt")._jdf.schema().toDDL() if "dt" in data.columns else data._jdf.schema().toDDL()
+            ddl = schema_ddl(data.drop("dt") if "dt" in data.columns else data)
             self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.name(table)} ({ddl}, dt DATE) USING parquet "
                            f"PARTITIONED BY (dt) LOCATION '{self.table_root(table)}'")
             return
@@ -371,7 +461,7 @@ class Lake:
                 self.fs.rename(final, trash)
             self.fs.rename(staged, final)
             self.fs.delete(journal)
-        self._collect_garbage(f"{root}/_trash", keep=commit_id)
+        self._collect_garbage(f"{root}/_trash", keep={commit_id})
         return final
 
     def _recover(self, table: str) -> None:
@@ -380,6 +470,8 @@ class Lake:
             return
         journal_dir = f"{self.table_root(table)}/_journal"
         for name, _, _ in self.fs.children(journal_dir):
+            if not name.endswith(".json"):  # the commit locks live beside the journals
+                continue
             text = self.fs.read_text(f"{journal_dir}/{name}")
             if not text:
                 continue
@@ -389,11 +481,11 @@ class Lake:
                 log.warning("completed an interrupted commit of %s", j["final"])
             self.fs.delete(f"{journal_dir}/{name}")
 
-    def _collect_garbage(self, folder: str, keep: str) -> None:
+    def _collect_garbage(self, folder: str, keep: set[str]) -> None:
         """Remove superseded versions once they are older than the grace period."""
         cutoff = time.time() * 1000 - self.env.lake_gc_grace_minutes * 60_000
         for name, is_dir, modified in self.fs.children(folder):
-            if is_dir and name != keep and modified < cutoff:
+            if is_dir and name not in keep and modified < cutoff:
                 self.fs.delete(f"{folder}/{name}")
 
     def drop_partition(self, table: str, day: date) -> None:

@@ -1,6 +1,6 @@
 """What runs inside Spark's Python workers when scoring: Arrow batches in, scores out.
 
-The driver broadcasts each model once; a worker builds its boosters on first use and
+The model strings travel with the scoring function; a worker builds its boosters on first use and
 keeps them for every later batch and task (Python workers are reused), each predicting
 with one thread while Spark runs as many workers as cores. The feature matrix arrives
 as one Arrow list column of doubles (missing values already NaN), so the worker reads
@@ -9,21 +9,27 @@ it as a (rows x features) numpy view without copying column by column.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
-# per Python worker process: model key -> booster
-_BOOSTERS: dict[str, object] = {}
+# per Python worker process: model key -> booster, the most recently used last. A warm server's
+# workers live across many steps; only the last few versions are kept.
+_BOOSTERS: OrderedDict[str, object] = OrderedDict()
+KEEP_BOOSTERS = 6
 
 
 def booster(key: str, model_strings) -> object:
-    """The booster for `key`, built once per worker process from the broadcast model strings."""
+    """The booster for `key` (model name/version), built once per worker process from its model string."""
     if key not in _BOOSTERS:
         import lightgbm as lgb
 
-        _BOOSTERS[key] = lgb.Booster(model_str=model_strings.value[key])
+        _BOOSTERS[key] = lgb.Booster(model_str=model_strings[key])
+        while len(_BOOSTERS) > KEEP_BOOSTERS:
+            _BOOSTERS.popitem(last=False)
+    _BOOSTERS.move_to_end(key)
     return _BOOSTERS[key]
 
 

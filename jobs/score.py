@@ -33,6 +33,7 @@ from jobs.registry import (
     VOCABULARY_ARTIFACT,
 )
 from jobs.settings import Env, Params, ValidationParams
+from jobs.spark import cores as spark_cores
 from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, ba
         if s.names != first.names or s.vocab != first.vocab:
             # another encoding: score it in its own pass rather than feed it the wrong matrix
             raise ModelNotFound(f"{s.model.uri} encodes features differently from {first.model.uri}")
-    strings = spark.sparkContext.broadcast({s.key: s.model_string for s in scorers})
+    # the model strings travel inside the function, which Spark ships to the workers once per task
+    # (pickled, in both Spark modes); a worker builds each booster once and keeps it (predict.booster)
+    strings = {s.key: s.model_string for s in scorers}
     width, names, keys = len(first.names), first.names, [s.key for s in scorers]
     key_type = df.schema[key].dataType
     fields = [T.StructField("key", key_type), T.StructField("ood_features", T.IntegerType())]
@@ -251,7 +254,7 @@ def _size_partitions(lake: Lake, day: date) -> None:
     location = lake.location("features", day)
     if not location:
         return
-    cores = lake.spark.sparkContext.defaultParallelism
+    cores = spark_cores(lake.spark)
     target = max(1 << 20, lake.fs.total_size(location) // max(1, 4 * cores))
     lake.spark.conf.set("spark.sql.files.maxPartitionBytes", str(target))
     lake.spark.conf.set("spark.sql.files.openCostInBytes", str(min(target, 4 << 20)))

@@ -221,6 +221,11 @@ class Env(BaseSettings):
     metastore_uri: str = ""  # thrift://host:9083 for a remote Hive metastore (production)
     lake_gc_grace_minutes: int = Field(default=60, ge=0)  # superseded partition versions older than this are removed
     spark_master: str = "local[2]"
+    # connect: steps are clients of the warm Spark Connect server at spark_remote (sc://localhost:PORT,
+    # its token in SPARK_CONNECT_AUTHENTICATE_TOKEN); submit: each step is a driver of its own
+    # (spark-submit always is)
+    spark_mode: Literal["connect", "submit"] = "connect"
+    spark_remote: str = Field(default="", pattern=r"^(sc://[A-Za-z0-9.\-\[\]:]+/?)?$")
     spark_driver_memory: str = "2g"
     pyspark_python: str = sys.executable
     # object store (S3 API: SeaweedFS locally, MinIO or AWS S3 elsewhere)

@@ -1,15 +1,31 @@
-"""The one place that builds the Spark session."""
+"""The one place that builds the Spark session, in either of Spark's two modes.
+
+- **Connect** (locally and in tests): the step is a client of a warm Spark Connect server
+  (`BATCHLOOP_SPARK_REMOTE`, its token in `SPARK_CONNECT_AUTHENTICATE_TOKEN`), which holds
+  the JVM, the Hive metastore and the Python workers between steps.
+- **Classic**: under `spark-submit` (a cluster, through Airflow's `spark_default`
+  connection) the session is the driver's own; run directly without a server, this process
+  starts a local driver (`BATCHLOOP_SPARK_MASTER`).
+
+The code of the steps uses only what works in both: no SparkContext, no JVM gateway.
+`session_conf` is the one list of Spark settings, for a driver and for the server alike.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import re
+import signal
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
+from pyspark.sql.connect.client.retries import DefaultPolicy
 
 from jobs.errors import ServiceUnavailable
 from jobs.settings import Env
@@ -17,6 +33,8 @@ from jobs.settings import Env
 log = logging.getLogger(__name__)
 
 LOG4J2 = Path(__file__).with_name("log4j2.properties")
+# a client gives up on a server that stopped answering after about this long (pyspark's default: 10 minutes)
+CONNECT_RETRY_SECONDS = 20.0
 
 # Held for the life of the process: the embedded Derby metastore admits one driver.
 _METASTORE_LOCK: list = []
@@ -25,7 +43,8 @@ _METASTORE_LOCK: list = []
 def lock_embedded_metastore(directory, timeout_s: float = 3600.0) -> None:
     """Wait for, then hold, the embedded metastore; a second driver would fail to boot Derby.
 
-    With a remote metastore (BATCHLOOP_METASTORE_URI) no lock is needed.
+    The local Spark Connect server holds the same lock for as long as it runs. With a
+    remote metastore (BATCHLOOP_METASTORE_URI) no lock is needed.
     """
     if _METASTORE_LOCK:
         return
@@ -53,19 +72,8 @@ def lock_embedded_metastore(directory, timeout_s: float = 3600.0) -> None:
     _METASTORE_LOCK.append(handle)
 
 
-def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
-    """A Spark session with Hive support (embedded metastore locally) or plain Parquet.
-
-    Under spark-submit the master comes from the submit command (Airflow's
-    `spark_default` connection); run directly, from BATCHLOOP_SPARK_MASTER.
-    """
-    os.environ.setdefault("PYSPARK_PYTHON", env.pyspark_python)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = SparkSession.builder.appName(app_name)
-    # spark-submit starts this process with a gateway to its JVM: the master is the one it was given
-    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
-    if not submitted:
-        builder = builder.master(env.spark_master)
+def session_conf(env: Env) -> dict[str, str]:
+    """Every Spark setting batchloop relies on: a classic driver's and the Connect server's."""
     conf = {
         "spark.driver.memory": env.spark_driver_memory,
         "spark.driver.bindAddress": "127.0.0.1",
@@ -83,17 +91,157 @@ def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
     if env.lake_format == "hive" and env.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = env.metastore_uri
     elif env.lake_format == "hive":
-        lock_embedded_metastore(env.metastore)
         conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
             f"jdbc:derby:;databaseName={env.metastore / 'metastore_db'};create=true")
         java_options.append(f"-Dderby.system.home={env.metastore}")
-    # only where this process starts the JVM; under spark-submit the DAG passes its own options
+    if env.lake_format == "hive":
+        conf["spark.sql.catalogImplementation"] = "hive"
     conf["spark.driver.extraJavaOptions"] = " ".join(java_options)
+    return conf
+
+
+def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
+    """A Spark session with Hive support (embedded metastore locally) or plain Parquet.
+
+    Under spark-submit the master comes from the submit command (Airflow's `spark_default`
+    connection); with BATCHLOOP_SPARK_REMOTE set, a session on the warm Connect server;
+    otherwise a local driver on BATCHLOOP_SPARK_MASTER.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", env.pyspark_python)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # spark-submit starts this process with a gateway to its JVM: the master is the one it was given
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if env.spark_mode == "connect" and env.spark_remote and not submitted:
+        return _connect(env, app_name)
+    builder = SparkSession.builder.appName(app_name)
+    if not submitted:
+        builder = builder.master(env.spark_master)
+    conf = session_conf(env)
+    if env.lake_format == "hive" and not env.metastore_uri:
+        lock_embedded_metastore(env.metastore)
+    if submitted:  # the DAG's spark-submit passes the driver's own JVM options
+        conf.pop("spark.driver.extraJavaOptions")
     for key, value in conf.items():
-        builder = builder.config(key, value)
+        if key != "spark.sql.catalogImplementation":
+            builder = builder.config(key, value)
     if env.lake_format == "hive":
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark %s master=%s lake=%s", spark.version, spark.sparkContext.master, env.warehouse)
     return spark
+
+
+def _connect(env: Env, app_name: str) -> SparkSession:
+    """A session on the Connect server; its operations carry the step's tag, a dead server fails fast."""
+    try:
+        spark = SparkSession.builder.remote(env.spark_remote).getOrCreate()
+        spark.client.set_retry_policies([ShortRetries()])
+        tag = step_tag(app_name)
+        spark.addTag(tag)
+        version = spark.version  # the first call: the server answers, or this fails
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server is the same failure
+        if connect_unavailable(exc):
+            raise ServiceUnavailable(
+                f"the Spark Connect server at {env.spark_remote} is not reachable ({first_line(exc)}); "
+                "start it with `make up`") from None
+        raise
+    _interrupt_on_sigterm(spark, tag)
+    log.info("spark %s via Spark Connect %s (tag %s) lake=%s", version, env.spark_remote, tag, env.warehouse)
+    return spark
+
+
+def step_tag(app_name: str) -> str:
+    """A tag for every operation this step runs on the server, so it can be found and interrupted."""
+    run = os.environ.get("BATCHLOOP_RUN_ID", "manual")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{app_name}.{run}")
+    return f"{safe[:80]}.{uuid.uuid4().hex[:8]}"
+
+
+def _interrupt_on_sigterm(spark: SparkSession, tag: str) -> None:
+    """Airflow stops a task with SIGTERM: interrupt what this step runs on the server, then exit.
+
+    (A SIGKILLed step cannot do this: the server interrupts an operation whose client has been
+    gone for `spark.connect.execute.manager.detachedTimeout`, infra/stack.py.)
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def interrupt(signum, frame):
+        try:
+            spark.interruptTag(tag)
+        finally:
+            if callable(previous) and previous not in (signal.SIG_DFL, signal.SIG_IGN):
+                previous(signum, frame)
+            raise SystemExit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (a test's helper thread): the caller manages its own session
+        pass
+
+
+class ShortRetries(DefaultPolicy):
+    """pyspark's retry rules for a Connect client, bounded to about CONNECT_RETRY_SECONDS (not ten minutes)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_retries=8, backoff_multiplier=2.0, initial_backoff=100, max_backoff=5000,
+                         max_server_retry_delay=int(CONNECT_RETRY_SECONDS * 1000))
+
+
+def connect_unavailable(exc: BaseException) -> bool:
+    """Is this error a Connect server that cannot be reached (down, restarting, refused)?"""
+    text = f"{type(exc).__name__} {exc}"
+    return any(s in text for s in ("UNAVAILABLE", "RetriesExceeded", "Connection refused", "failed to connect",
+                                   "Socket closed", "DEADLINE_EXCEEDED", "CANCELLED", "connection reset"))
+
+
+def first_line(exc: BaseException) -> str:
+    """The useful line of an error: a gRPC failure's status and details, else its first line."""
+    text = str(exc)
+    status = re.search(r"status = StatusCode\.(\w+)", text)
+    details = re.search(r'details = "([^"]*)"', text)
+    if status:
+        return f"{status.group(1)}: {details.group(1) if details else ''}".strip(": ")[:300]
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (no SparkContext, no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def cores(spark: SparkSession) -> int:
+    """How many tasks the cluster runs at once (the server's or the driver's default parallelism)."""
+    if not is_connect(spark):
+        return int(spark.sparkContext.defaultParallelism)
+    value = spark.conf.get("spark.default.parallelism", None)
+    if value:
+        return int(value)
+    master = spark.conf.get("spark.master", "local[2]") or "local[2]"
+    inside = master[master.find("[") + 1:master.find("]")] if "[" in master else ""
+    return int(inside) if inside.isdigit() else os.cpu_count() or 2
+
+
+def stop(spark: SparkSession | None, server_gone: bool = False) -> None:
+    """End the session: a Connect session is released on the server (its state goes with it).
+
+    When the server is gone there is nothing to release, and no reason to wait for its retries.
+    """
+    if spark is None or not is_connect(spark):
+        return
+    try:
+        if server_gone:  # close the channel: no release, and no retries at exit either
+            spark.client.set_retry_policies([DefaultPolicy(max_retries=0)])
+            spark.client.close()
+        else:
+            spark.stop()
+    except Exception as exc:  # noqa: BLE001 - the server may already be gone; nothing is left to release
+        log.debug("releasing the Spark Connect session: %s", exc)
+
+
+def describe(spark: SparkSession) -> dict[str, Any]:
+    """Which Spark this step ran on, for results and logs."""
+    if is_connect(spark):
+        return {"mode": "connect", "version": spark.version}
+    return {"mode": "classic", "version": spark.version, "master": spark.sparkContext.master}

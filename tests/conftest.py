@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infra.stack import DEFAULT_PORTS, Stack, free_ports, generate_config  # noqa: E402
+from infra.stack import DEFAULT_PORTS, Stack, connect_connection, free_ports, generate_config  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
@@ -35,7 +36,7 @@ def params():
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
-    """S3 and MLflow servers, started for this test session and stopped after it."""
+    """S3 and MLflow servers, started for this test session and stopped after it (the Connect server too)."""
     stack = Stack(generate_config(tmp_path_factory.mktemp("stack"), free_ports(list(DEFAULT_PORTS))))
     stack.up({"s3", "mlflow"})
     # the jobs read credentials and endpoints the way they do in production: from the environment
@@ -51,7 +52,7 @@ def services(tmp_path_factory):
 
 
 SERVICE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL",
-                "MLFLOW_TRACKING_URI")
+                "MLFLOW_TRACKING_URI", "SPARK_CONNECT_AUTHENTICATE_TOKEN")
 
 
 def make_dvc_repo(path: Path, stack: Stack) -> Path:
@@ -79,16 +80,28 @@ def env(services, dvc_repo):
 
     c = services.config
     return Env(_env_file=None, state_dir=services.state, mlflow_tracking_uri=c["MLFLOW_TRACKING_URI"],
-               s3_endpoint_url=c["BATCHLOOP_S3_ENDPOINT_URL"], dvc_root=dvc_repo, lake_gc_grace_minutes=0)
+               s3_endpoint_url=c["BATCHLOOP_S3_ENDPOINT_URL"], dvc_root=dvc_repo, lake_gc_grace_minutes=0,
+               spark_remote=c["BATCHLOOP_SPARK_REMOTE"])
+
+
+def start_connect_server(stack: Stack):
+    """The stack's Spark Connect server, started and healthy (the caller stops it by PID)."""
+    server = stack.spark()
+    stack.start(server)
+    stack.wait_healthy(server)
+    return server
 
 
 @pytest.fixture(scope="session")
-def spark(env):
+def spark(services, env):
+    """A Spark Connect session on this worker's own server: the in-process tests are clients like the steps."""
     from jobs.spark import build_session
 
+    server = start_connect_server(services)
     session = build_session(env, "batchloop-tests")
     yield session
     session.stop()
+    services.stop(server)
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +127,32 @@ MODEL = "churn_dags"
 class World:
     root: Path
     env: dict[str, str]
+    stack: Stack
+
+    @property
+    def remote(self) -> str:
+        return self.env["BATCHLOOP_SPARK_REMOTE"]
+
+    @contextmanager
+    def session(self):
+        """A Spark Connect session of the test itself on this world's server (its metastore, its lake)."""
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.builder.remote(self.remote).create()
+        try:
+            yield spark
+        finally:
+            spark.stop()
+
+    @contextmanager
+    def server_stopped(self):
+        """The world's Connect server stopped meanwhile (a spark-submit driver needs the embedded metastore)."""
+        server = self.stack.spark()
+        self.stack.stop(server)
+        try:
+            yield
+        finally:
+            start_connect_server(self.stack)
 
     def cli(self, *args: str, timeout: float = 900) -> dict:
         """Run `batchloop ...` in this world; its JSON result."""
@@ -161,7 +200,8 @@ def trained(dag_world):
 
 @pytest.fixture(scope="session")
 def dag_world(services, tmp_path_factory) -> World:
-    """50 days of small data, a params file of its own (model churn_dags), Airflow's metadata database."""
+    """50 days of small data, a params file of its own (model churn_dags), Airflow's metadata database,
+    and a Spark Connect server of its own (the world's lake and metastore) that its steps are clients of."""
     root = tmp_path_factory.mktemp("dagworld")
     repo = make_dvc_repo(root / "repo", services)
     own = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -170,20 +210,25 @@ def dag_world(services, tmp_path_factory) -> World:
     own["gate"]["max_overfit_gap"] = 0.25  # 1,500 subscribers a day overfit more than production volumes
     (repo / "params.yaml").write_text(yaml.safe_dump(own))
     (root / "airflow").mkdir()
-    spark_conn = {"conn_type": "spark", "host": "local[2]", "extra": {"deploy-mode": "client",
-                                                                     "spark-binary": "spark-submit"}}
+    port = free_ports(["BATCHLOOP_SPARK_CONNECT_PORT"])
+    config = {**services.config, **{k: str(v) for k, v in port.items()}, "BATCHLOOP_STATE_DIR": str(root / "state"),
+              "BATCHLOOP_SPARK_REMOTE": f"sc://localhost:{port['BATCHLOOP_SPARK_CONNECT_PORT']}"}
+    stack = Stack(config)
+    stack.prepare()
+    server = stack.spark()
+    stack.start(server)  # the JVM warms up while Airflow's database is made
     env = {**services.env(), "BATCHLOOP_STATE_DIR": str(root / "state"), "BATCHLOOP_DVC_ROOT": str(repo),
            "BATCHLOOP_PARAMS": str(repo / "params.yaml"), "AIRFLOW_HOME": str(root / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn), "BATCHLOOP_LAKE_GC_GRACE_MINUTES": "0",
-           # the drivers the tests start directly get the JVM options the DAG's spark-submit steps pass
-           # (dags/steps.py, keep the two alike): a short scoring run is about 17% faster with the C1 compiler alone
-           "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"}
-    # Airflow's database is set up while the data is generated: neither needs the other
+           "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(connect_connection(config)),
+           "BATCHLOOP_SPARK_REMOTE": config["BATCHLOOP_SPARK_REMOTE"], "BATCHLOOP_LAKE_GC_GRACE_MINUTES": "0",
+           "BATCHLOOP_SPARK_CONNECT_PORT": config["BATCHLOOP_SPARK_CONNECT_PORT"]}
+    # Airflow's database is set up while the server starts and the data is generated: none needs the others
     migrate = subprocess.Popen([str(BIN / "airflow"), "db", "migrate"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    world = World(root, env)
+    world = World(root, env, stack)
     try:
+        stack.wait_healthy(server)
         world.cli("generate", "--start", "2026-01-01", "--days", "50", "--rows", "1500")
         out, err = migrate.communicate(timeout=600)
     finally:
@@ -191,7 +236,8 @@ def dag_world(services, tmp_path_factory) -> World:
             migrate.kill()
             migrate.wait()
     assert migrate.returncode == 0, out[-2000:] + err[-2000:]
-    return world
+    yield world
+    stack.stop(stack.spark())
 
 
 # -- running in two processes (make test: pytest -n 2 --dist loadgroup) -------------------------------------------

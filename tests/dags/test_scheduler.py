@@ -37,14 +37,14 @@ def airflow(services, dag_world, trained):
     url = f"http://127.0.0.1:{ports['BATCHLOOP_AIRFLOW_PORT']}"
     config = {**services.config, "BATCHLOOP_AIRFLOW_PORT": str(ports["BATCHLOOP_AIRFLOW_PORT"]),
               "BATCHLOOP_AIRFLOW_URL": url, "BATCHLOOP_STATE_DIR": dag_world.env["BATCHLOOP_STATE_DIR"],
-              **{k: dag_world.env[k] for k in ("BATCHLOOP_DVC_ROOT", "BATCHLOOP_PARAMS",
-                                              "BATCHLOOP_LAKE_GC_GRACE_MINUTES")}}
+              **{k: dag_world.env[k] for k in ("BATCHLOOP_DVC_ROOT", "BATCHLOOP_PARAMS", "BATCHLOOP_SPARK_REMOTE",
+                                              "BATCHLOOP_SPARK_CONNECT_PORT", "BATCHLOOP_LAKE_GC_GRACE_MINUTES")}}
     stack = Stack(config)
-    stack.up({"airflow"})
+    stack.up({"airflow"})  # its Spark steps are clients of the world's Connect server
     client = AirflowClient.from_password_file(url, stack.password_file())
     client.wait_for_dags(["score_daily", "retrain", "retro_test", "promote", "monitor_performance"])
     yield stack, client
-    stack.down()
+    stack.down({"airflow"})
 
 
 def test_a_backfill_scores_each_day_through_the_scheduler(airflow, dag_world):

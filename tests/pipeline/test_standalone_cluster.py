@@ -67,7 +67,7 @@ def submit(world, master: str) -> subprocess.CompletedProcess:
                           env=world.env, capture_output=True, text=True, timeout=900, cwd=world.root)
 
 
-def test_the_cluster_run_gives_the_same_scores_as_local_mode(cluster, spark, dag_world, trained):
+def test_the_cluster_run_gives_the_same_scores_as_local_mode(cluster, dag_world, trained):
     from tests.integration.test_stack import LOOPBACK, listening_addresses
 
     master, procs = cluster
@@ -75,12 +75,16 @@ def test_the_cluster_run_gives_the_same_scores_as_local_mode(cluster, spark, dag
     for proc in procs:
         assert listening_addresses(proc.pid) <= LOOPBACK
     # given the day scored in local mode
-    local = submit(dag_world, "local[2]")
+    # (spark-submit drivers boot the world's embedded metastore themselves: its Connect server steps aside)
+    with dag_world.server_stopped():
+        local = submit(dag_world, "local[2]")
     assert local.returncode == 0, local.stderr[-3000:]
-    expected = content(visible_partition(spark, dag_world, "scores", DAY))
+    assert "master=local[2]" in local.stdout + local.stderr  # a classic driver, not a Connect client
+    expected = content(visible_partition(dag_world, "scores", DAY))
     # when the same job is submitted to the standalone cluster
-    remote = submit(dag_world, master)
+    with dag_world.server_stopped():
+        remote = submit(dag_world, master)
     assert remote.returncode == 0, remote.stderr[-3000:]
     assert f"master={master}" in remote.stdout + remote.stderr  # the job logs the master it runs on
     # then the scores are the same, row for row
-    assert content(visible_partition(spark, dag_world, "scores", DAY)) == expected
+    assert content(visible_partition(dag_world, "scores", DAY)) == expected

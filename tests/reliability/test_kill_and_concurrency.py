@@ -27,35 +27,12 @@ DAY = "2026-02-17"
 CONTENT = ["subscriber_id", "score", "model_version", "ood_features"]
 
 
-def visible_partition(spark, world, table: str, day: str) -> str | None:
-    """Where the world's metastore says the partition lives (read with JDBC, then released for the next driver)."""
-    jvm = spark.sparkContext._jvm
-    db = f"{world.env['BATCHLOOP_STATE_DIR']}/metastore/metastore_db"
-    jvm.java.lang.Class.forName("org.apache.derby.iapi.jdbc.AutoloadedDriver")
-    deadline = time.monotonic() + 60
-    while True:  # a driver that just exited may still be letting go of the database
-        try:
-            connection = jvm.java.sql.DriverManager.getConnection(f"jdbc:derby:{db}")
-            break
-        except Exception:  # noqa: BLE001 - py4j wraps Derby's SQLException
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-    try:
-        statement = connection.prepareStatement(
-            'SELECT s."LOCATION" FROM "PARTITIONS" p JOIN "TBLS" t ON p."TBL_ID" = t."TBL_ID" '
-            'JOIN "DBS" d ON t."DB_ID" = d."DB_ID" JOIN "SDS" s ON p."SD_ID" = s."SD_ID" '
-            "WHERE d.\"NAME\" = 'batchloop' AND t.\"TBL_NAME\" = ? AND p.\"PART_NAME\" = ?")
-        statement.setString(1, table)
-        statement.setString(2, f"dt={day}")
-        rows = statement.executeQuery()
-        return rows.getString(1) if rows.next() else None
-    finally:
-        connection.close()
-        try:
-            jvm.java.sql.DriverManager.getConnection(f"jdbc:derby:{db};shutdown=true")
-        except Exception:  # noqa: BLE001 - Derby answers a clean shutdown with an exception
-            pass
+def visible_partition(world, table: str, day: str) -> str | None:
+    """Where the world's metastore says the partition lives, asked through the world's own Connect server."""
+    with world.session() as spark:
+        rows = spark.sql(f"DESCRIBE FORMATTED batchloop.{table} PARTITION (dt='{day}')") \
+            .where("col_name = 'Location'").collect()
+    return rows[0]["data_type"] if rows else None
 
 
 def content(location: str) -> tuple[int, int]:
@@ -106,17 +83,17 @@ POINTS = [  # (what the log says just before the kill, which occurrence, extra d
 ]
 
 
-def test_a_kill_at_any_of_ten_points_never_leaves_a_partial_partition(spark, dag_world, trained):
+def test_a_kill_at_any_of_ten_points_never_leaves_a_partial_partition(dag_world, trained):
     # given a clean run of the day
     clean = score_process(dag_world)
     assert clean.wait(timeout=900) == 0, clean.stderr.read()[-2000:]
-    expected = content(visible_partition(spark, dag_world, "scores", DAY))
+    expected = content(visible_partition(dag_world, "scores", DAY))
     outcomes = []
     # when the scoring driver is killed at each point
     for marker, occurrence, delay in POINTS:
         proc = score_process(dag_world)
         killed = kill_when(proc, marker, occurrence, delay)
-        location = visible_partition(spark, dag_world, "scores", DAY)
+        location = visible_partition(dag_world, "scores", DAY)
         # then what the metastore shows is a whole version with exactly the clean rows
         assert location is not None and content(location) == expected, (marker, occurrence, location)
         outcomes.append({"point": marker or "JVM start", "occurrence": occurrence, "delay": delay,
@@ -124,24 +101,33 @@ def test_a_kill_at_any_of_ten_points_never_leaves_a_partial_partition(spark, dag
     # and a re-run gives exactly the clean run's rows
     rerun = score_process(dag_world)
     assert rerun.wait(timeout=900) == 0, rerun.stderr.read()[-2000:]
-    assert content(visible_partition(spark, dag_world, "scores", DAY)) == expected
+    assert content(visible_partition(dag_world, "scores", DAY)) == expected
     assert sum(o["killed"] for o in outcomes) == len(POINTS)
     (Path(dag_world.root) / "kill_points.json").write_text(json.dumps(outcomes, indent=1))
 
 
-def test_two_scorings_of_one_day_at_once_leave_exactly_one_correct_result(spark, dag_world, trained):
+def test_two_scorings_of_one_day_at_once_leave_exactly_one_correct_result(dag_world, trained):
     # given the day's expected rows
-    expected = content(visible_partition(spark, dag_world, "scores", DAY))
+    expected = content(visible_partition(dag_world, "scores", DAY))
     # when two scorings of the same day start together
     a, b = score_process(dag_world), score_process(dag_world)
     outputs = [p.communicate(timeout=900) for p in (a, b)]
-    # then both finish (the second waits for the embedded metastore), one version is visible, with the right rows
+    # then both finish, having run at the same time on the one server (neither committed before both had
+    # started scoring), one version is visible, with the right rows
     assert a.returncode == b.returncode == 0, [o[1][-1500:] for o in outputs]
-    assert any("waiting for the embedded metastore" in o[1] for o in outputs)
-    location = visible_partition(spark, dag_world, "scores", DAY)
+    started = [stamp(o[1], "jobs.score: scoring") for o in outputs]
+    committed = [stamp(o[1], "committed batchloop.scores") for o in outputs]
+    assert max(started) < min(committed), (started, committed)
+    location = visible_partition(dag_world, "scores", DAY)
     assert content(location) == expected
     results = [json.loads(o[0]) for o in outputs]
     assert {r["scores_rows"] for r in results} == {expected[0]}
+
+
+def stamp(log: str, marker: str) -> str:
+    """The time of the first log line holding `marker` (the CLI logs `YYYY-MM-DD HH:MM:SS,mmm ...`)."""
+    line = next(x for x in log.splitlines() if marker in x)
+    return line[:23]
 
 
 def test_concurrent_dvc_operations_are_serialised(dag_world, tmp_path):
@@ -165,19 +151,26 @@ def test_concurrent_dvc_operations_are_serialised(dag_world, tmp_path):
     assert len({json.loads(o[0])["dvc_md5"] for o in outputs}) == 2
 
 
+def tree_rss(pid: int) -> int:
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+
+
 def test_a_30_day_backfill_back_to_back_keeps_memory_bounded_and_loses_nothing(dag_world, trained, artifacts):
-    # given 30 days to score one after the other in one driver (a retro-test of the champion)
+    # given 30 days to score one after the other in one step (a retro-test of the champion) on the warm server
     command = [str(BIN / "batchloop"), "retro", "--start", "2026-01-11", "--end", "2026-02-09",
                "--namespace", "retro_load", "--model", f"models:/{MODEL}/1", "--no-compare"]
+    server_pid = dag_world.stack.pid(dag_world.stack.spark())
+    assert server_pid, "the world's Connect server runs"
+    server_before = tree_rss(server_pid)
     proc = subprocess.Popen(command, env=dag_world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=dag_world.root)
     peak, samples = [0], []
 
     def watch():
-        root = psutil.Process(proc.pid)
         while proc.poll() is None:
-            try:
-                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            try:  # the client and the server (its JVM and Python workers) together
+                rss = tree_rss(proc.pid) + tree_rss(server_pid)
             except psutil.Error:
                 continue
             peak[0] = max(peak[0], rss)
@@ -195,10 +188,12 @@ def test_a_30_day_backfill_back_to_back_keeps_memory_bounded_and_loses_nothing(d
     rows = dag_world.sql("SELECT dt, count(*) AS n FROM retro_load.scores GROUP BY dt")
     assert len(rows) == 30 and all(r["n"] == 1500 for r in rows)
     half = len(samples) // 2
-    report = {"days": 30, "rows_per_day": 1500, "peak_rss_mb": round(peak[0] / 2**20),
+    report = {"days": 30, "rows_per_day": 1500, "server_rss_before_mb": round(server_before / 2**20),
+              "server_rss_after_mb": round(tree_rss(server_pid) / 2**20),
+              "peak_rss_mb": round(peak[0] / 2**20),
               "median_rss_first_half_mb": round(sorted(samples[:half])[half // 2] / 2**20),
               "median_rss_second_half_mb": round(sorted(samples[half:])[(len(samples) - half) // 2] / 2**20)}
     (artifacts / "backfill_30_days_memory.json").write_text(json.dumps(report, indent=1))
-    print(f"\n30-day backfill in one driver: {report}")
+    print(f"\n30-day backfill on the warm server: {report}")
     assert peak[0] < 6 * 2**30
     assert report["median_rss_second_half_mb"] < 1.5 * report["median_rss_first_half_mb"] + 200  # no growth per day

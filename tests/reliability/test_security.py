@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.reliability
 
 SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AIRFLOW__API_AUTH__JWT_SECRET",
-               "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY")
+               "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY", "SPARK_CONNECT_AUTHENTICATE_TOKEN")
 # where a credential is supposed to be: the S3 server's identity file and Airflow's generated password file
 CREDENTIAL_STORES = ("s3-identities.json", "simple_auth_manager_passwords.json.generated")
 

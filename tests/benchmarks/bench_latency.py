@@ -1,0 +1,181 @@
+"""Benchmark: one day's `score_daily` DAG run through the scheduler, spark-submit against the warm server.
+
+    make bench            (BENCH_LATENCY_ROWS=20000, BENCH_LATENCY_REPEATS=2 by default)
+
+A whole local stack of its own (S3, MLflow, Airflow, and in connect mode the Spark Connect
+server) on free ports under a temp folder. The data is generated and the first champion
+trained through the `retrain` DAG once; then single-day backfills of `score_daily` are run
+in turns, with `spark_default` pointing at the warm server (connect) and at spark-submit
+`local[2]` (submit), switching the stack's Spark mode in between. A run's latency is the
+scheduler's own start to end of the run (sensor to publish). Resident memory of every
+server of the stack (their process trees) is sampled: idle after start, peak during the runs.
+Written to results/latency.json.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT))
+
+from measure import write  # noqa: E402
+
+from infra.airflow_api import AirflowClient  # noqa: E402
+from infra.stack import DEFAULT_PORTS, VENV_BIN, Stack, free_ports, generate_config  # noqa: E402
+from tests.conftest import make_dvc_repo  # noqa: E402
+
+FIRST_DAY, DAYS = date(2026, 1, 1), 48
+AS_OF = date(2026, 2, 9)
+SCORED = date(2026, 2, 10)
+
+
+class StackMemory:
+    """Resident memory of every process of the stack's servers, sampled while it runs."""
+
+    def __init__(self, stack: Stack, interval: float = 0.5):
+        self.stack, self.interval = stack, interval
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def now(self) -> int:
+        total = 0
+        for service in self.stack.services():
+            pid = self.stack.pid(service)
+            if not pid:
+                continue
+            try:
+                root = psutil.Process(pid)
+                total += sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            except psutil.Error:
+                continue
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> StackMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def gib(value: int) -> float:
+    return round(value / 2**30, 2)
+
+
+def run_cli(stack: Stack, *args: str) -> None:
+    import subprocess
+
+    done = subprocess.run([str(VENV_BIN / "batchloop"), *args], env=stack.env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"batchloop {args[0]} failed: {done.stderr[-2000:]}")
+
+
+def client_for(stack: Stack) -> AirflowClient:
+    return AirflowClient.from_password_file(stack.config["BATCHLOOP_AIRFLOW_URL"], stack.password_file())
+
+
+def switch(stack: Stack, mode: str) -> AirflowClient:
+    """Restart the stack's Spark side and Airflow (whose tasks read `spark_default` at start) in `mode`."""
+    stack.down()
+    stack.config["BATCHLOOP_SPARK_MODE"] = mode
+    stack.up()
+    client = client_for(stack)
+    client.wait_for_dags(["score_daily", "retrain"])
+    return client
+
+
+def score_one_day(client: AirflowClient, day: date) -> dict:
+    """A single-day backfill of score_daily; the scheduler's start and end of its run."""
+    t0 = time.monotonic()
+    backfill = client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
+    client.wait_backfill(backfill["id"], timeout=3600)
+    wall = time.monotonic() - t0
+    run = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
+           and (r.get("data_interval_start") or "")[:10] == day.isoformat()][-1]
+    states = client.task_states("score_daily", run["dag_run_id"])
+    if run["state"] != "success" or states.get("publish") != "success":
+        raise SystemExit(f"score_daily {day} did not succeed: {run['state']} {states}")
+    start, end = (datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("start_date", "end_date"))
+    return {"day": day.isoformat(), "run_seconds": round((end - start).total_seconds(), 1),
+            "wall_seconds": round(wall, 1), "scored_rows": client.xcom("score_daily", run["dag_run_id"],
+                                                                      "score")["scores_rows"]}
+
+
+def main() -> None:
+    rows = int(os.environ.get("BENCH_LATENCY_ROWS", "20000"))
+    repeats = int(os.environ.get("BENCH_LATENCY_REPEATS", "2"))
+    with tempfile.TemporaryDirectory(prefix="batchloop-bench-latency-") as tmp:
+        config = generate_config(Path(tmp) / "state", free_ports(list(DEFAULT_PORTS)))
+        stack = Stack(config)
+        repo = make_dvc_repo(Path(tmp) / "repo", stack)
+        config.update({"BATCHLOOP_DVC_ROOT": str(repo), "BATCHLOOP_SPARK_MODE": "connect"})
+        results: dict = {"rows": rows, "modes": {}}
+        try:
+            stack.up()
+            idle = {"connect": gib(StackMemory(stack).now())}
+            client = client_for(stack)
+            client.wait_for_dags(["score_daily", "retrain"])
+            for dag_id in ("score_daily", "retrain"):
+                client.unpause(dag_id)
+            t0 = time.monotonic()
+            run_cli(stack, "generate", "--start", FIRST_DAY.isoformat(), "--days", str(DAYS), "--rows", str(rows))
+            print(f"generated {DAYS} days of {rows:,} rows in {time.monotonic() - t0:.0f} s")
+            run_id = client.trigger("retrain", {"as_of": AS_OF.isoformat(), "force": True})
+            t0 = time.monotonic()
+            if client.wait("retrain", run_id, timeout=3600) != "success":
+                raise SystemExit(f"the first training failed: retrain run {run_id}")
+            results["first_retrain_seconds_connect"] = round(time.monotonic() - t0, 1)
+            runs: dict[str, list[dict]] = {"connect": [], "submit": []}
+            peaks: dict[str, int] = {"connect": 0, "submit": 0}
+            day = SCORED
+            for i in range(repeats):
+                for mode in ("connect", "submit"):
+                    if i or mode != "connect":
+                        client = switch(stack, mode)
+                        idle.setdefault(mode, gib(StackMemory(stack).now()))
+                    with StackMemory(stack) as memory:
+                        outcome = score_one_day(client, day)
+                    peaks[mode] = max(peaks[mode], memory.peak)
+                    runs[mode].append(outcome)
+                    print(f"score_daily {day} ({mode}): {outcome['run_seconds']} s run, {outcome['wall_seconds']} s "
+                          f"from the backfill request, {outcome['scored_rows']:,} rows; stack peak "
+                          f"{gib(memory.peak)} GiB")
+                    day += timedelta(days=1)
+            for mode in ("connect", "submit"):
+                results["modes"][mode] = {
+                    "median_run_seconds": statistics.median(r["run_seconds"] for r in runs[mode]),
+                    "runs": runs[mode], "idle_stack_rss_gib": idle[mode], "peak_stack_rss_gib": gib(peaks[mode])}
+        finally:
+            stack.down()
+    warm, cold = (results["modes"][m]["median_run_seconds"] for m in ("connect", "submit"))
+    results["warm_over_submit"] = round(warm / cold, 3)
+    print()
+    print(f"one day's score_daily run, {rows:,} rows, sensor to publish through the scheduler (median of {repeats}):")
+    print(f"  {'':34} {'seconds':>8} {'idle stack':>11} {'peak stack':>11}")
+    for mode, label in (("submit", "spark-submit per step (baseline)"), ("connect", "warm Spark Connect server")):
+        m = results["modes"][mode]
+        print(f"  {label:34} {m['median_run_seconds']:8.1f} {m['idle_stack_rss_gib']:9.2f} G "
+              f"{m['peak_stack_rss_gib']:9.2f} G")
+    print(f"  warm / spark-submit = {results['warm_over_submit']:.2f} (goal at most 0.33)")
+    print(f"written to {write('latency', results)}")
+
+
+if __name__ == "__main__":
+    main()
