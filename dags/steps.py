@@ -108,7 +108,7 @@ class SparkStep(SparkSubmitOperator):
 
         path = _result_path(context)
         arguments = ["--result-file", str(path), *(self.application_args or [])]
-        connection = BaseHook.get_connection(self.conn_id)
+        connection = BaseHook.get_connection(self._conn_id)
         if connection.conn_type == "spark_connect":
             code, last = self._run_connect_client(connection, arguments, context)
         else:
