@@ -350,7 +350,7 @@ class Stack:
 
         known = {k.removeprefix("BATCHLOOP_").lower(): v for k, v in self.config.items()
                  if k.startswith("BATCHLOOP_")}
-        fields = {k: v for k, v in known.items() if k in Env.model_fields and k != "spark_remote"}
+        fields = {k: v for k, v in known.items() if k in Env.model_fields}
         return Env(_env_file=None, **{**fields, "state_dir": self.state, "pyspark_python": sys.executable})
 
     def spark(self) -> Service:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from py4j.protocol import Py4JJavaError
+from pyarrow import fs
 from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -100,10 +101,8 @@ class FileSystem:
 
     def _resolve(self, path: str):
         """(pyarrow file system, path inside it) for a lake location."""
-        from pyarrow import fs
-
         scheme, _, rest = path.partition("://") if "://" in path else ("file", "", path)
-        if scheme == "file" or path.startswith("file:"):
+        if scheme == "file":  # a plain path, file:/... or file:///...
             local = path.removeprefix("file://").removeprefix("file:")
             return self._cached("file", fs.LocalFileSystem), local
         if scheme in ("s3a", "s3"):
@@ -116,8 +115,6 @@ class FileSystem:
         return self._by_scheme[scheme]
 
     def _s3(self):
-        from pyarrow import fs
-
         endpoint = self.env.s3_endpoint_url or ""
         return fs.S3FileSystem(access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
                                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
@@ -126,19 +123,12 @@ class FileSystem:
                                scheme=endpoint.split("://", 1)[0] if "://" in endpoint else "https",
                                force_virtual_addressing=False)
 
-    def _info(self, path: str):
-        filesystem, inner = self._resolve(path)
-        return filesystem.get_file_info(inner)
-
     def exists(self, path: str) -> bool:
-        from pyarrow import fs
-
-        return self._info(path).type != fs.FileType.NotFound
+        filesystem, inner = self._resolve(path)
+        return filesystem.get_file_info(inner).type != fs.FileType.NotFound
 
     def children(self, path: str) -> list[tuple[str, bool, int]]:
         """(name, is_dir, modification time in ms) of each entry; [] when path is missing."""
-        from pyarrow import fs
-
         filesystem, inner = self._resolve(path)
         if filesystem.get_file_info(inner).type != fs.FileType.Directory:
             return []
@@ -149,8 +139,6 @@ class FileSystem:
 
     def total_size(self, path: str) -> int:
         """Bytes of every file under path."""
-        from pyarrow import fs
-
         filesystem, inner = self._resolve(path)
         if filesystem.get_file_info(inner).type != fs.FileType.Directory:
             return 0
@@ -170,8 +158,6 @@ class FileSystem:
         filesystem.move(inner_src, inner_dst)
 
     def delete(self, path: str) -> None:
-        from pyarrow import fs
-
         filesystem, inner = self._resolve(path)
         kind = filesystem.get_file_info(inner).type
         if kind == fs.FileType.Directory:
