@@ -370,7 +370,6 @@ class Stack:
             argv=["flock", "--nonblock", "--conflict-exit-code", "75", str(lock),
                   str(home / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS,
                   "--name", "batchloop-connect", "--master", env.spark_master,
-                  "--driver-memory", env.spark_driver_memory,
                   "--properties-file", str(self.run_dir / "spark-connect.properties")],
             ports=[port],
             health_url=f"sc://localhost:{port}",

@@ -192,7 +192,7 @@ def connect_unavailable(exc: BaseException) -> bool:
     """Is this error a Connect server that cannot be reached (down, restarting, refused)?"""
     text = f"{type(exc).__name__} {exc}"
     return any(s in text for s in ("UNAVAILABLE", "RetriesExceeded", "Connection refused", "failed to connect",
-                                   "Socket closed", "DEADLINE_EXCEEDED", "CANCELLED", "connection reset"))
+                                   "Socket closed", "DEADLINE_EXCEEDED", "connection reset"))
 
 
 def first_line(exc: BaseException) -> str:

@@ -18,18 +18,15 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))
 
-from measure import write  # noqa: E402
+from measure import PeakMemory, write  # noqa: E402
 
 from infra.airflow_api import AirflowClient  # noqa: E402
 from infra.stack import DEFAULT_PORTS, VENV_BIN, Stack, free_ports, generate_config  # noqa: E402
@@ -40,39 +37,9 @@ AS_OF = date(2026, 2, 9)
 SCORED = date(2026, 2, 10)
 
 
-class StackMemory:
-    """Resident memory of every process of the stack's servers, sampled while it runs."""
-
-    def __init__(self, stack: Stack, interval: float = 0.5):
-        self.stack, self.interval = stack, interval
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def now(self) -> int:
-        total = 0
-        for service in self.stack.services():
-            pid = self.stack.pid(service)
-            if not pid:
-                continue
-            try:
-                root = psutil.Process(pid)
-                total += sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-            except psutil.Error:
-                continue
-        return total
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> StackMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+def stack_memory(stack: Stack) -> PeakMemory:
+    """Resident memory of every process of the stack's servers (their process trees)."""
+    return PeakMemory(interval=0.5, roots=lambda: [pid for s in stack.services() if (pid := stack.pid(s))])
 
 
 def gib(value: int) -> float:
@@ -129,7 +96,7 @@ def main() -> None:
         results: dict = {"rows": rows, "modes": {}}
         try:
             stack.up()
-            idle = {"connect": gib(StackMemory(stack).now())}
+            idle = {"connect": gib(stack_memory(stack).now())}
             client = client_for(stack)
             client.wait_for_dags(["score_daily", "retrain"])
             for dag_id in ("score_daily", "retrain"):
@@ -149,8 +116,8 @@ def main() -> None:
                 for mode in ("connect", "submit"):
                     if i or mode != "connect":
                         client = switch(stack, mode)
-                        idle.setdefault(mode, gib(StackMemory(stack).now()))
-                    with StackMemory(stack) as memory:
+                        idle.setdefault(mode, gib(stack_memory(stack).now()))
+                    with stack_memory(stack) as memory:
                         outcome = score_one_day(client, day)
                     peaks[mode] = max(peaks[mode], memory.peak)
                     runs[mode].append(outcome)

@@ -28,41 +28,49 @@ def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, list[float
 
 
 class PeakMemory:
-    """Peak resident memory of this process and all its children (Spark's JVM, Python workers), sampled.
+    """Peak resident memory of process trees, sampled: by default this process and all its children
+    (Spark's JVM, Python workers); `roots` names other trees (the servers of a stack).
 
         with PeakMemory() as peak:
             work()
         peak.gib
     """
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, interval: float = 0.1, roots: Callable[[], list[int]] | None = None) -> None:
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.roots = roots or (lambda: [os.getpid()])
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _tree_rss(self) -> int:
-        me = psutil.Process()
+    def now(self) -> int:
+        """Resident bytes of every process of the trees now."""
         total = 0
-        for p in [me, *me.children(recursive=True)]:
+        for pid in self.roots():
             try:
-                total += p.memory_info().rss
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
             except psutil.Error:
-                pass
+                continue
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
         return total
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._tree_rss())
+            self.peak = max(self.peak, self.now())
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
-        self.peak = self._tree_rss()
+        self.peak = self.now()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._tree_rss())
+        self.peak = max(self.peak, self.now())
 
     @property
     def gib(self) -> float:
