@@ -401,11 +401,12 @@ class Lake:
     def _switch_hive(self, table: str, day: date, staged: str, commit_id: str, data: DataFrame) -> str:
         folder = f"{self.table_root(table)}/dt={day.isoformat()}"
         final = f"{folder}/{commit_id}"
-        self.fs.rename(staged, final)
         spec = f"PARTITION (dt='{day.isoformat()}')"
-        # writers of the same day (several clients of one server) switch one at a time, and the
-        # garbage collection after a switch keeps whatever the metastore shows at that moment
+        # writers of the same day (several clients of one server) move their version in and switch one
+        # at a time, so the garbage collection after a switch sees only committed versions and the one
+        # the metastore shows at that moment (a version moved in before its switch would look superseded)
         with self.fs.exclusive(f"{self.table_root(table)}/_journal/dt={day.isoformat()}.lock"):
+            self.fs.rename(staged, final)
             if self.location(table, day) is None:
                 self.spark.sql(f"ALTER TABLE {self.name(table)} ADD {spec} LOCATION '{final}'")
             else:
