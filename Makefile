@@ -23,9 +23,12 @@ $(STAMP): pyproject.toml requirements.lock
 	@# when it is removed, so pyspark is laid down again after it goes
 	@if $(UV) pip show --python $(PY) pyspark-client >/dev/null 2>&1; then \
 		$(UV) pip uninstall --python $(PY) pyspark-client && \
-		$(UV) pip install --python $(PY) --no-deps --reinstall "$$(grep '^pyspark==' requirements.lock)"; fi
-	$(UV) pip sync --python $(PY) requirements.lock
+		$(UV) pip install --python $(PY) --no-deps --reinstall --compile-bytecode "$$(grep '^pyspark==' requirements.lock)"; fi
+	@# bytecode is compiled once here: every step, task and test is a new Python process, and where
+	@# PYTHONDONTWRITEBYTECODE is set each would otherwise compile every module it imports again
+	$(UV) pip sync --compile-bytecode --python $(PY) requirements.lock
 	$(UV) pip install --python $(PY) --no-deps -e .
+	$(PY) -m compileall -q jobs dags infra
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv with the locked dependencies (Python 3.11, Java 17+)
@@ -54,7 +57,7 @@ test: install ## run the tests (unit, integration on real local services, DAGs, 
 	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.lock
-	$(UV) pip install --python $(PY) -r requirements-bench.lock
+	$(UV) pip install --compile-bytecode --python $(PY) -r requirements-bench.lock
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) ## benchmarks (not part of make test): validation, scoring, drift, DAG-run latency, beside their baselines
