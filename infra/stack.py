@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,41 @@ class StackError(Exception):
     """A service could not start or be reached; the message says which and why."""
 
 
+PORT_CLAIMS = Path(os.environ.get("BATCHLOOP_PORT_CLAIMS", Path(tempfile.gettempdir()) / "batchloop-port-claims"))
+
+
+def claim_port(port: int) -> bool:
+    """Claim a port for this process against every other process on the machine that picks ports here.
+
+    A free port is only free until someone binds it: two test workers (or a benchmark beside a test run)
+    that each check the same port before either server binds it would both take it. A claim is a file
+    named after the port, created exclusively and holding the claimer's PID; it holds until that process
+    ends (a stopped server can start again on its ports), and a claim whose process is gone is void."""
+    PORT_CLAIMS.mkdir(parents=True, exist_ok=True)
+    claim = PORT_CLAIMS / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(claim.read_text() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner == os.getpid():
+                return False  # this process has it already (for another of its servers)
+            if owner and _alive(owner):
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                claim.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 whose +10000 neighbour (SeaweedFS gRPC) is free too.
+    """A free TCP port on 127.0.0.1 whose +10000 neighbour (SeaweedFS gRPC) is free too, both claimed.
 
     Where the kernel leaves room, both lie below its ephemeral range, so no outgoing connection can take
     them while a test has the server stopped and is about to start it again on the same ports."""
@@ -66,20 +100,21 @@ def free_port() -> int:
             with socket.socket() as s:
                 s.bind((HOST, 0))
                 port = s.getsockname()[1]
-        if port + GRPC_OFFSET < 65536 and not port_in_use(port) and not port_in_use(port + GRPC_OFFSET):
-            return port
+        if port + GRPC_OFFSET >= 65536 or port_in_use(port) or port_in_use(port + GRPC_OFFSET):
+            continue
+        if claim_port(port):
+            if claim_port(port + GRPC_OFFSET):
+                return port
+            (PORT_CLAIMS / str(port)).unlink(missing_ok=True)
     raise StackError(f"no free pair of ports (p, p + {GRPC_OFFSET}) found on {HOST}")
 
 
 def free_ports(names: list[str]) -> dict[str, int]:
-    """Distinct free ports for the given settings (tests use these instead of the defaults)."""
-    ports: dict[str, int] = {}
-    while len(ports) < len(names):
-        port = free_port()
-        taken = {p + d for p in ports.values() for d in (0, GRPC_OFFSET, -GRPC_OFFSET)}
-        if port not in taken:
-            ports[names[len(ports)]] = port
-    return ports
+    """Distinct free ports for the given settings (tests use these instead of the defaults).
+
+    Each port and its +10000 neighbour are claimed for this process (claim_port), so concurrent test
+    workers never pick each other's; within the process, a claim is never handed out twice."""
+    return {name: free_port() for name in names}
 
 
 def port_in_use(port: int) -> bool:
