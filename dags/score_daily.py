@@ -16,10 +16,10 @@ features partition `dt=D`, so re-runs and backfills redo exactly that day.
 
 `wait_for_features` -> `validate` (the feature contract; bad rows to `quarantine`) ->
 `score` (the champion **as of D** from the alias history, and the challenger into
-`scores_shadow`) -> `drift` (against the model's reference profile; HTML report) ->
-`publish` (Data Docs of the day's validations) and, when drift breaches the policy,
-`raise_drift_alarm`, which emits the `batchloop_drift_breach` Asset event the `retrain`
-DAG listens to.
+`scores_shadow`) -> `drift` (against the model's reference profile; HTML report) and,
+beside it, `publish` (Data Docs of the day's validations, rendered once `score` is done,
+however it ended). When drift breaches the policy, `raise_drift_alarm` emits the
+`batchloop_drift_breach` Asset event the `retrain` DAG listens to.
 
 Backfill: `airflow backfill create --dag-id score_daily --from-date 2026-02-10 --to-date 2026-02-20`
 (each day scored with the champion it had; pin a version with
@@ -66,7 +66,8 @@ def score_daily():
             "date", "model", "share_drifted", "drifted_features", "prediction_drifted", "report", "mlflow_run")}
         return summary
 
-    wait_for_features() >> validate >> score >> drift >> publish
+    # publish needs only the validation records (validate's and score's), not drift: the two run side by side
+    wait_for_features() >> validate >> score >> [drift, publish]
     raise_drift_alarm(drift.output)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,21 +84,47 @@ class Contract:
 
 def load_contract(name: str, directory: Path | None = None) -> Contract:
     """Read expectations/<name>.json, check it is a valid Great Expectations suite, and parse it."""
-    import great_expectations as gx
-
     path = (directory or CONTRACTS_DIR) / f"{name}.json"
     if not path.exists():
         raise ContractViolation(f"no contract {name!r}: {path} does not exist")
-    document = json.loads(path.read_text())
-    try:
-        gx.ExpectationSuite(**document)
-    except Exception as exc:  # GE raises several types for a malformed suite
-        raise ContractViolation(f"{path} is not a valid Great Expectations suite: {exc}") from None
+    text = path.read_bytes()
+    document = json.loads(text)
+    check_suite(path, text, document)
     expectations = tuple(Expectation(e["type"], dict(e.get("kwargs", {}))) for e in document["expectations"])
     unsupported = sorted({e.type for e in expectations} - SUPPORTED)
     if unsupported:
         raise ContractViolation(f"{path}: expectation types batchloop does not enforce: {', '.join(unsupported)}")
     return Contract(name=document["name"], expectations=expectations, document=document)
+
+
+def verified_marker(text: bytes) -> Path:
+    """Where the host records that GE accepted exactly this suite text (keyed by its hash and GE's version)."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(text + b"\0great_expectations==" + version("great_expectations").encode()).hexdigest()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "batchloop" / "verified-suites" / digest[:32]
+
+
+def check_suite(path: Path, text: bytes, document: dict[str, Any]) -> None:
+    """GE parses the suite; a text it accepted once (same GE version) is not parsed again.
+
+    Importing GE takes seconds, and every step loads one to three suites: the check runs
+    once per suite text and host, and a changed or malformed suite is always checked.
+    """
+    marker = verified_marker(text)
+    if marker.exists():
+        return
+    import great_expectations as gx
+
+    try:
+        gx.ExpectationSuite(**document)
+    except Exception as exc:  # GE raises several types for a malformed suite
+        raise ContractViolation(f"{path} is not a valid Great Expectations suite: {exc}") from None
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    partial = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+    partial.write_text(f"{path}\n")
+    partial.replace(marker)
 
 
 def combine(name: str, *contracts: Contract) -> Contract:

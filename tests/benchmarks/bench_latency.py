@@ -15,6 +15,7 @@ Written to results/latency.json.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from measure import PeakMemory, write  # noqa: E402
 
-from infra.airflow_api import AirflowClient  # noqa: E402
+from infra.airflow_api import AirflowClient, AirflowError  # noqa: E402
 from infra.stack import DEFAULT_PORTS, VENV_BIN, Stack, free_ports, generate_config  # noqa: E402
 from tests.conftest import make_dvc_repo  # noqa: E402
 
@@ -71,7 +72,7 @@ def switch(stack: Stack, mode: str) -> AirflowClient:
 def score_one_day(client: AirflowClient, day: date) -> dict:
     """A single-day backfill of score_daily; the scheduler's start and end of its run."""
     t0 = time.monotonic()
-    backfill = client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
+    backfill = request_backfill(client, day)
     client.wait_backfill(backfill["id"], timeout=3600)
     wall = time.monotonic() - t0
     run = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
@@ -79,58 +80,100 @@ def score_one_day(client: AirflowClient, day: date) -> dict:
     states = client.task_states("score_daily", run["dag_run_id"])
     if run["state"] != "success" or states.get("publish") != "success":
         raise SystemExit(f"score_daily {day} did not succeed: {run['state']} {states}")
-    start, end = (datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("start_date", "end_date"))
+    start, end = (at(run[k]) for k in ("start_date", "end_date"))
     return {"day": day.isoformat(), "run_seconds": round((end - start).total_seconds(), 1),
             "wall_seconds": round(wall, 1), "scored_rows": client.xcom("score_daily", run["dag_run_id"],
-                                                                      "score")["scores_rows"]}
+                                                                      "score")["scores_rows"],
+            "tasks": task_timings(client, run["dag_run_id"], start)}
+
+
+def request_backfill(client: AirflowClient, day: date) -> dict:
+    """POST /backfills; an HTTP 500 right after a restart is retried once the request is known not to have landed."""
+    for attempt in range(5):
+        try:
+            return client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
+        except AirflowError as exc:
+            if "HTTP 500" not in str(exc) or attempt == 4:
+                raise
+            print(f"backfill request for {day}: {exc}; retrying", flush=True)
+            time.sleep(10)
+            landed = [b for b in client.call("GET", "/backfills", params={"dag_id": "score_daily"})["backfills"]
+                      if b["from_date"][:10] == day.isoformat()]
+            if landed:
+                return landed[-1]
+    raise AssertionError("unreachable")
+
+
+def at(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def task_timings(client: AirflowClient, run_id: str, run_start: datetime) -> dict[str, dict]:
+    """Per task: when it was queued and started, and how long it ran, in seconds from the run's start."""
+    items = client.call("GET", f"/dags/score_daily/dagRuns/{run_id}/taskInstances")["task_instances"]
+    timings = {}
+    for ti in sorted(items, key=lambda t: t.get("start_date") or "~"):
+        if not ti.get("start_date"):
+            continue
+        started = at(ti["start_date"])
+        row = {"started": round((started - run_start).total_seconds(), 1), "state": ti["state"],
+               "seconds": round((at(ti["end_date"]) - started).total_seconds(), 1) if ti.get("end_date") else None}
+        for key in ("scheduled_when", "queued_when"):
+            if ti.get(key):
+                row[key.removesuffix("_when")] = round((at(ti[key]) - run_start).total_seconds(), 1)
+        timings[ti["task_id"]] = row
+    return timings
 
 
 def main() -> None:
     rows = int(os.environ.get("BENCH_LATENCY_ROWS", "20000"))
     repeats = int(os.environ.get("BENCH_LATENCY_REPEATS", "2"))
-    with tempfile.TemporaryDirectory(prefix="batchloop-bench-latency-") as tmp:
-        config = generate_config(Path(tmp) / "state", free_ports(list(DEFAULT_PORTS)))
-        stack = Stack(config)
-        repo = make_dvc_repo(Path(tmp) / "repo", stack)
-        config.update({"BATCHLOOP_DVC_ROOT": str(repo), "BATCHLOOP_SPARK_MODE": "connect"})
-        results: dict = {"rows": rows, "modes": {}}
-        try:
-            stack.up()
-            idle = {"connect": gib(stack_memory(stack).now())}
-            client = client_for(stack)
-            client.wait_for_dags(["score_daily", "retrain"])
-            for dag_id in ("score_daily", "retrain"):
-                client.unpause(dag_id)
-            t0 = time.monotonic()
-            run_cli(stack, "generate", "--start", FIRST_DAY.isoformat(), "--days", str(DAYS), "--rows", str(rows))
-            print(f"generated {DAYS} days of {rows:,} rows in {time.monotonic() - t0:.0f} s")
-            run_id = client.trigger("retrain", {"as_of": AS_OF.isoformat(), "force": True})
-            t0 = time.monotonic()
-            if client.wait("retrain", run_id, timeout=3600) != "success":
-                raise SystemExit(f"the first training failed: retrain run {run_id}")
-            results["first_retrain_seconds_connect"] = round(time.monotonic() - t0, 1)
-            runs: dict[str, list[dict]] = {"connect": [], "submit": []}
-            peaks: dict[str, int] = {"connect": 0, "submit": 0}
-            day = SCORED
-            for i in range(repeats):
-                for mode in ("connect", "submit"):
-                    if i or mode != "connect":
-                        client = switch(stack, mode)
-                        idle.setdefault(mode, gib(stack_memory(stack).now()))
-                    with stack_memory(stack) as memory:
-                        outcome = score_one_day(client, day)
-                    peaks[mode] = max(peaks[mode], memory.peak)
-                    runs[mode].append(outcome)
-                    print(f"score_daily {day} ({mode}): {outcome['run_seconds']} s run, {outcome['wall_seconds']} s "
-                          f"from the backfill request, {outcome['scored_rows']:,} rows; stack peak "
-                          f"{gib(memory.peak)} GiB")
-                    day += timedelta(days=1)
+    tmp = tempfile.mkdtemp(prefix="batchloop-bench-latency-")  # kept (with the servers' logs) if a run fails
+    config = generate_config(Path(tmp) / "state", free_ports(list(DEFAULT_PORTS)))
+    stack = Stack(config)
+    repo = make_dvc_repo(Path(tmp) / "repo", stack)
+    config.update({"BATCHLOOP_DVC_ROOT": str(repo), "BATCHLOOP_SPARK_MODE": "connect"})
+    results: dict = {"rows": rows, "modes": {}}
+    try:
+        stack.up()
+        idle = {"connect": gib(stack_memory(stack).now())}
+        client = client_for(stack)
+        client.wait_for_dags(["score_daily", "retrain"])
+        for dag_id in ("score_daily", "retrain"):
+            client.unpause(dag_id)
+        t0 = time.monotonic()
+        run_cli(stack, "generate", "--start", FIRST_DAY.isoformat(), "--days", str(DAYS), "--rows", str(rows))
+        print(f"generated {DAYS} days of {rows:,} rows in {time.monotonic() - t0:.0f} s")
+        run_id = client.trigger("retrain", {"as_of": AS_OF.isoformat(), "force": True})
+        t0 = time.monotonic()
+        if client.wait("retrain", run_id, timeout=3600) != "success":
+            raise SystemExit(f"the first training failed: retrain run {run_id}")
+        results["first_retrain_seconds_connect"] = round(time.monotonic() - t0, 1)
+        runs: dict[str, list[dict]] = {"connect": [], "submit": []}
+        peaks: dict[str, int] = {"connect": 0, "submit": 0}
+        day = SCORED
+        for i in range(repeats):
             for mode in ("connect", "submit"):
-                results["modes"][mode] = {
-                    "median_run_seconds": statistics.median(r["run_seconds"] for r in runs[mode]),
-                    "runs": runs[mode], "idle_stack_rss_gib": idle[mode], "peak_stack_rss_gib": gib(peaks[mode])}
-        finally:
-            stack.down()
+                if i or mode != "connect":
+                    client = switch(stack, mode)
+                    idle.setdefault(mode, gib(stack_memory(stack).now()))
+                with stack_memory(stack) as memory:
+                    outcome = score_one_day(client, day)
+                peaks[mode] = max(peaks[mode], memory.peak)
+                runs[mode].append(outcome)
+                print(f"score_daily {day} ({mode}): {outcome['run_seconds']} s run, {outcome['wall_seconds']} s "
+                      f"from the backfill request, {outcome['scored_rows']:,} rows; stack peak "
+                      f"{gib(memory.peak)} GiB")
+                print("   " + ", ".join(f"{task} +{t['started']} s: {t['seconds']} s"
+                                        for task, t in outcome["tasks"].items()))
+                day += timedelta(days=1)
+        for mode in ("connect", "submit"):
+            results["modes"][mode] = {
+                "median_run_seconds": statistics.median(r["run_seconds"] for r in runs[mode]),
+                "runs": runs[mode], "idle_stack_rss_gib": idle[mode], "peak_stack_rss_gib": gib(peaks[mode])}
+    finally:
+        stack.down()
+    shutil.rmtree(tmp)
     warm, cold = (results["modes"][m]["median_run_seconds"] for m in ("connect", "submit"))
     results["warm_over_submit"] = round(warm / cold, 3)
     print()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -67,6 +68,15 @@ def submit(world, master: str) -> subprocess.CompletedProcess:
                           env=world.env, capture_output=True, text=True, timeout=900, cwd=world.root)
 
 
+def committed_version(world, done: subprocess.CompletedProcess) -> Path:
+    """The version folder of the day's scores that this run's log says it committed."""
+    found = re.search(rf"committed batchloop\.scores dt={DAY}: \d+ rows \(([\w-]+)\)", done.stdout + done.stderr)
+    assert found, (done.stdout + done.stderr)[-3000:]
+    folders = list(world.root.glob(f"**/scores/dt={DAY}/{found.group(1)}"))
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
 def test_the_cluster_run_gives_the_same_scores_as_local_mode(cluster, dag_world, trained):
     from tests.integration.test_stack import LOOPBACK, listening_addresses
 
@@ -74,17 +84,19 @@ def test_the_cluster_run_gives_the_same_scores_as_local_mode(cluster, dag_world,
     # the master and the worker listen on loopback only
     for proc in procs:
         assert listening_addresses(proc.pid) <= LOOPBACK
-    # given the day scored in local mode
-    # (spark-submit drivers boot the world's embedded metastore themselves: its Connect server steps aside)
+    # (spark-submit drivers boot the world's embedded metastore themselves: its Connect server steps aside
+    # for both; the metastore is asked again once it is back)
     with dag_world.server_stopped():
+        # given the day scored in local mode
         local = submit(dag_world, "local[2]")
-    assert local.returncode == 0, local.stderr[-3000:]
-    assert "master=local[2]" in local.stdout + local.stderr  # a classic driver, not a Connect client
-    expected = content(visible_partition(dag_world, "scores", DAY))
-    # when the same job is submitted to the standalone cluster
-    with dag_world.server_stopped():
+        assert local.returncode == 0, local.stderr[-3000:]
+        expected = content(str(committed_version(dag_world, local)))  # before the next commit supersedes it
+        # when the same job is submitted to the standalone cluster
         remote = submit(dag_world, master)
-    assert remote.returncode == 0, remote.stderr[-3000:]
+        assert remote.returncode == 0, remote.stderr[-3000:]
+    assert "master=local[2]" in local.stdout + local.stderr  # a classic driver, not a Connect client
     assert f"master={master}" in remote.stdout + remote.stderr  # the job logs the master it runs on
-    # then the scores are the same, row for row
-    assert content(visible_partition(dag_world, "scores", DAY)) == expected
+    # then the cluster's version is the one the metastore shows, and its scores are the same, row for row
+    visible = visible_partition(dag_world, "scores", DAY)
+    assert Path(visible.removeprefix("file:")).resolve() == committed_version(dag_world, remote).resolve()
+    assert content(visible) == expected
