@@ -62,6 +62,13 @@ class AirflowClient:
     def unpause(self, dag_id: str) -> None:
         self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
+        """Mark a run `success` or `failed` (its unfinished tasks stop), as the UI's buttons do."""
+        self.call("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
+
+    def pause(self, dag_id: str) -> None:
+        self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
     def trigger(self, dag_id: str, conf: dict | None = None, logical_date: str | None = None) -> str:
         body = {"logical_date": logical_date, "conf": conf or {}}
         return self.call("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
