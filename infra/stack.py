@@ -10,6 +10,7 @@ default .batchloop/). Tests use the same classes with free ports and a temp fold
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -61,9 +62,16 @@ def claim_port(port: int) -> bool:
     A free port is only free until someone binds it: two test workers (or a benchmark beside a test run)
     that each check the same port before either server binds it would both take it. A claim is a file
     named after the port, created exclusively and holding the claimer's PID; it holds until that process
-    ends (a stopped server can start again on its ports), and a claim whose process is gone is void."""
+    ends (a stopped server can start again on its ports), and a claim whose process is gone is void.
+    Claimers take turns on a lock file, so none reads a claim another is still writing, or voids a
+    claim another has just taken over."""
     PORT_CLAIMS.mkdir(parents=True, exist_ok=True)
-    claim = PORT_CLAIMS / str(port)
+    with open(PORT_CLAIMS / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        return _claim(PORT_CLAIMS / str(port))
+
+
+def _claim(claim: Path) -> bool:
     for _ in range(2):
         try:
             fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

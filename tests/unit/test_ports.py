@@ -17,18 +17,20 @@ def claims(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _pick(claims_dir, n, out):
+def _pick(claims_dir, n, out, done):
     stack.PORT_CLAIMS = claims_dir
     out.put(list(stack.free_ports([f"p{i}" for i in range(n)]).values()))
+    done.wait(60)  # a claim holds while its process lives: stay until every process has picked
 
 
 def test_ports_of_two_processes_and_their_grpc_neighbours_never_overlap(claims):
     ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    workers = [ctx.Process(target=_pick, args=(claims, 40, out)) for _ in range(2)]
+    out, done = ctx.Queue(), ctx.Event()
+    workers = [ctx.Process(target=_pick, args=(claims, 40, out, done)) for _ in range(2)]
     for w in workers:
         w.start()
     picked = [out.get(timeout=60) for _ in workers]
+    done.set()
     for w in workers:
         w.join()
     slots = [{p + d for p in ports for d in (0, GRPC_OFFSET)} for ports in picked]
