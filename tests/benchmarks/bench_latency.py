@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from measure import PeakMemory, write  # noqa: E402
 
-from infra.airflow_api import AirflowClient, AirflowError  # noqa: E402
+from infra.airflow_api import AirflowClient  # noqa: E402
 from infra.stack import DEFAULT_PORTS, VENV_BIN, Stack, free_ports, generate_config  # noqa: E402
 from tests.conftest import make_dvc_repo  # noqa: E402
 
@@ -72,7 +72,7 @@ def switch(stack: Stack, mode: str) -> AirflowClient:
 def score_one_day(client: AirflowClient, day: date) -> dict:
     """A single-day backfill of score_daily; the scheduler's start and end of its run."""
     t0 = time.monotonic()
-    backfill = request_backfill(client, day)
+    backfill = client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
     client.wait_backfill(backfill["id"], timeout=3600)
     wall = time.monotonic() - t0
     run = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
@@ -85,23 +85,6 @@ def score_one_day(client: AirflowClient, day: date) -> dict:
             "wall_seconds": round(wall, 1), "scored_rows": client.xcom("score_daily", run["dag_run_id"],
                                                                       "score")["scores_rows"],
             "tasks": task_timings(client, run["dag_run_id"], start)}
-
-
-def request_backfill(client: AirflowClient, day: date) -> dict:
-    """POST /backfills; an HTTP 500 right after a restart is retried once the request is known not to have landed."""
-    for attempt in range(5):
-        try:
-            return client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
-        except AirflowError as exc:
-            if "HTTP 500" not in str(exc) or attempt == 4:
-                raise
-            print(f"backfill request for {day}: {exc}; retrying", flush=True)
-            time.sleep(10)
-            landed = [b for b in client.call("GET", "/backfills", params={"dag_id": "score_daily"})["backfills"]
-                      if b["from_date"][:10] == day.isoformat()]
-            if landed:
-                return landed[-1]
-    raise AssertionError("unreachable")
 
 
 def at(stamp: str) -> datetime:
