@@ -83,11 +83,11 @@ class AirflowClient:
         body = {"dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
                 "run_backwards": False, "dag_run_conf": conf or {}, "reprocess_behavior": reprocess,
                 "max_active_runs": max_active_runs}
-        for attempt in range(5):
+        for attempt in range(4):
             try:
                 return self.call("POST", "/backfills", json=body)
             except AirflowError as exc:
-                if "HTTP 500" not in str(exc) or attempt == 4:
+                if "HTTP 500" not in str(exc):
                     raise
             time.sleep(3 * (attempt + 1))
             newest = self.call("GET", "/backfills", params={"dag_id": dag_id, "order_by": "-id", "limit": 20})
@@ -95,7 +95,7 @@ class AirflowClient:
                       if b["from_date"][:10] == first and b["to_date"][:10] == last and not b.get("completed_at")]
             if landed:
                 return landed[0]
-        raise AssertionError("unreachable")
+        return self.call("POST", "/backfills", json=body)
 
     def wait_backfill(self, backfill_id: int, timeout: float = 600) -> dict:
         """Wait until the scheduler marks a backfill complete (a DAG allows one running backfill at a time)."""
@@ -115,9 +115,11 @@ class AirflowClient:
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        items = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return {ti["task_id"]: ti["state"] for ti in items}
+        return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
         entry = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",

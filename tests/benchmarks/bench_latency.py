@@ -77,25 +77,25 @@ def score_one_day(client: AirflowClient, day: date) -> dict:
     wall = time.monotonic() - t0
     run = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
            and (r.get("data_interval_start") or "")[:10] == day.isoformat()][-1]
-    states = client.task_states("score_daily", run["dag_run_id"])
+    tasks = client.task_instances("score_daily", run["dag_run_id"])
+    states = {ti["task_id"]: ti["state"] for ti in tasks}
     if run["state"] != "success" or states.get("publish") != "success":
         raise SystemExit(f"score_daily {day} did not succeed: {run['state']} {states}")
     start, end = (at(run[k]) for k in ("start_date", "end_date"))
     return {"day": day.isoformat(), "run_seconds": round((end - start).total_seconds(), 1),
             "wall_seconds": round(wall, 1), "scored_rows": client.xcom("score_daily", run["dag_run_id"],
                                                                       "score")["scores_rows"],
-            "tasks": task_timings(client, run["dag_run_id"], start)}
+            "tasks": task_timings(tasks, start)}
 
 
 def at(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def task_timings(client: AirflowClient, run_id: str, run_start: datetime) -> dict[str, dict]:
+def task_timings(tasks: list[dict], run_start: datetime) -> dict[str, dict]:
     """Per task: when it was queued and started, and how long it ran, in seconds from the run's start."""
-    items = client.call("GET", f"/dags/score_daily/dagRuns/{run_id}/taskInstances")["task_instances"]
     timings = {}
-    for ti in sorted(items, key=lambda t: t.get("start_date") or "~"):
+    for ti in sorted(tasks, key=lambda t: t.get("start_date") or "~"):
         if not ti.get("start_date"):
             continue
         started = at(ti["start_date"])
