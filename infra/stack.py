@@ -42,7 +42,6 @@ DEFAULT_PORTS = {
 }
 GRPC_OFFSET = 10000  # SeaweedFS's convention: each server's gRPC port is its HTTP port + 10000
 BUCKETS = ("BATCHLOOP_BUCKET_DVC", "BATCHLOOP_BUCKET_MLFLOW", "BATCHLOOP_BUCKET_REPORTS")
-CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 POOLS = {
     "lake": "Spark steps: one at a time on the two local cores (the Connect server runs them all)",
     "dvc": "steps that run DVC commands: never two at once",
@@ -146,6 +145,10 @@ CONNECT_SERVER_CONF = {
     # a session whose client died without releasing it goes after this long (with its cached frames)
     "spark.connect.session.manager.defaultSessionTimeout": "10min",
     "spark.connect.session.manager.maintenanceInterval": "30s",
+    # the driver serves Connect from its start (infra/connect_server.py), its sessions sharing one pool of
+    # Python workers: with per-session isolation each step started its own and imported everything again
+    "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+    "spark.sql.artifact.isolation.enabled": "false",
 }
 
 
@@ -411,9 +414,9 @@ class Stack:
             # flock holds the embedded metastore's driver lock for as long as the server runs, so a
             # spark-submit driver on the same lake waits for it instead of failing to boot Derby
             argv=["flock", "--nonblock", "--conflict-exit-code", "75", str(lock),
-                  str(home / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS,
-                  "--name", "batchloop-connect", "--master", env.spark_master,
-                  "--properties-file", str(self.run_dir / "spark-connect.properties")],
+                  str(home / "bin" / "spark-submit"), "--name", "batchloop-connect", "--master", env.spark_master,
+                  "--properties-file", str(self.run_dir / "spark-connect.properties"),
+                  str(ROOT / "infra" / "connect_server.py")],
             ports=[port],
             health_url=f"sc://localhost:{port}",
             env={"SPARK_HOME": str(home), "SPARK_CONF_DIR": str(self.run_dir / "spark-conf"),
@@ -430,6 +433,8 @@ class Stack:
         # in submit mode every step is a driver of its own, which needs the embedded metastore to itself
         spark = [self.spark()] if spark_mode(self.config) == "connect" else []
         groups = {"s3": [self.s3()], "mlflow": [self.mlflow()], "spark": spark, "airflow": self.airflow()}
+        if only is not None and (unknown := sorted(only - groups.keys())):
+            raise StackError(f"no such part of the stack: {', '.join(unknown)} (choose from {', '.join(groups)})")
         return [s for g, items in groups.items() if only is None or g in only for s in items]
 
     # -- process control -----------------------------------------------------------------

@@ -256,6 +256,9 @@ class Lake:
         self.namespace = check_identifier(namespace or env.database, "namespace")
         self.root = env.warehouse.rstrip("/")
         self.fs = FileSystem(env)
+        # Hive tables seen to exist: batchloop never drops a table, so each is looked up once per step
+        # (every lookup is a round trip to the metastore; a partition read made four of them)
+        self._tables: set[str] = set()
         if self.format == "hive" and not spark.catalog.databaseExists(self.namespace):
             location = f"{self.root}/{self.namespace}.db"
             spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.namespace}` LOCATION '{location}'")
@@ -281,7 +284,10 @@ class Lake:
     # -- reading ---------------------------------------------------------------------------
     def exists(self, table: str) -> bool:
         if self.format == "hive":
-            return bool(self.spark.catalog.tableExists(f"{self.namespace}.{check_identifier(table, 'table')}"))
+            if table not in self._tables and self.spark.catalog.tableExists(
+                    f"{self.namespace}.{check_identifier(table, 'table')}"):
+                self._tables.add(table)
+            return table in self._tables
         self._recover(table)
         return any(name.startswith("dt=") for name, _, _ in self.fs.children(self.table_root(table)))
 
@@ -326,7 +332,10 @@ class Lake:
     def manifest(self, table: str, day: date) -> dict[str, Any] | None:
         """The manifest written with a partition's committed version, if any."""
         location = self.location(table, day)
-        text = self.fs.read_text(f"{location}/{MANIFEST}") if location else None
+        return self._manifest_at(location) if location else None
+
+    def _manifest_at(self, location: str) -> dict[str, Any] | None:
+        text = self.fs.read_text(f"{location}/{MANIFEST}")
         return json.loads(text) if text else None
 
     def read_partition(self, table: str, day: date) -> DataFrame:
@@ -336,10 +345,11 @@ class Lake:
             "or empty): check that the upstream load for that day ran")
         if not self.exists(table):
             raise PartitionNotFound(f"table {self.namespace}.{table} does not exist yet")
-        if day not in self.partitions(table):
+        location = self.location(table, day)
+        if location is None:
             raise missing
         df = self.read(table).where(F.col("dt") == F.lit(day))
-        manifest = self.manifest(table, day)
+        manifest = self._manifest_at(location)
         if manifest is not None:
             empty = manifest.get("rows", 1) == 0
         else:  # written by someone else: look at the data

@@ -125,3 +125,19 @@ def test_the_banner_says_what_breached_the_policy():
     assert "breached by prediction drift</small>" in render_drift_report(summary)
     summary["dataset"].update(drifted=True)
     assert "breached by the share of drifted features and prediction drift</small>" in render_drift_report(summary)
+
+
+def test_a_distribution_chart_draws_every_share_and_escapes_its_labels():
+    # given shares per category, one missing, and a category name that looks like markup
+    from jobs.report import distribution_chart
+
+    # when its chart is drawn
+    chart = str(distribution_chart("plan", ["basic", "<b>5g</b>"], [0.25, 0.75], [0.5, float("nan")]))
+
+    # then every bar states its share (a missing one as n/a), the axis is in percent and the label is text
+    assert chart.count("<rect") == 4 + 2  # four bars and the two legend keys
+    for title in ("basic: reference 25.0%", "basic: current 50.0%", "&lt;b&gt;5g&lt;/b&gt;: reference 75.0%",
+                  "&lt;b&gt;5g&lt;/b&gt;: current n/a"):
+        assert f"<title>{title}</title>" in chart
+    assert ">0%</text>" in chart and ">80%</text>" in chart
+    assert "<b>" not in chart and "nan" not in chart.lower()
