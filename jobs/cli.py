@@ -25,6 +25,7 @@ _RESULT_FILE: list[Path] = []
 _SESSIONS: list = []  # Spark sessions this command opened: released on the Connect server when it ends
 EXIT_REFUSED = 2      # a BatchloopError: the input, data or model is not acceptable
 EXIT_UNAVAILABLE = 3  # a service is down: retrying later can succeed
+PUBLISH_NICENESS = 10  # `publish` renders at a lower CPU priority than the Spark steps beside it
 DateOpt = Annotated[str, typer.Option("--date", help="day, YYYY-MM-DD")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="models:/NAME/VERSION or models:/NAME@ALIAS")]
 
@@ -397,6 +398,9 @@ def publish(
     from jobs import datadocs
     from jobs.settings import load_env
 
+    # rendering (Great Expectations' import alone is 5.7 s of CPU) runs beside `drift` in score_daily:
+    # it yields the cores to the Spark step, which the run waits for, and takes what that step leaves
+    os.nice(PUBLISH_NICENESS)
     day = parse_date(date_)
     env = load_env()
     name = dataset or f"{env.database}.features"
