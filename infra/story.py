@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from infra.stack import Stack, load_or_create_env
 from jobs import registry
 from jobs.lake import Lake
-from jobs.settings import load_env, load_params
+from jobs.settings import load_env, load_model
 from jobs.spark import build_session
 
 
@@ -47,8 +47,8 @@ def decisions(client) -> dict[str, str]:
 
 
 def main(first: date, last: date) -> int:
-    stack, env, params = Stack(load_or_create_env()), load_env(), load_params()
-    name = params.model.name
+    stack, env, spec = Stack(load_or_create_env()), load_env(), load_model()
+    name = spec.name
     client = registry.client(env.mlflow_tracking_uri)
     lake = Lake(build_session(env, "batchloop-story"), env)
     print(f"\n=== batchloop: {first} .. {last} ===\n\nModel versions of {name!r}:")

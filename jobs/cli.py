@@ -28,6 +28,8 @@ EXIT_UNAVAILABLE = 3  # a service is down: retrying later can succeed
 PUBLISH_NICENESS = 10  # `publish` renders at a lower CPU priority than the Spark steps beside it
 DateOpt = Annotated[str, typer.Option("--date", help="day, YYYY-MM-DD")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="models:/NAME/VERSION or models:/NAME@ALIAS")]
+NameOpt = Annotated[str | None, typer.Option("--model-name", help="a model declared in params.yaml `models` "
+                                                                  "(default: the one a --model names, or the only one)")]
 
 
 def parse_date(value: str, name: str = "--date") -> date:
@@ -50,6 +52,11 @@ def in_repo(env, folder: Path) -> Path:
     return folder if folder.is_absolute() else env.dvc_root / folder
 
 
+def default_snapshot(name: str) -> Path:
+    """Where `dvc repro` keeps a model's snapshot (dvc.yaml: data/${key}/snapshot)."""
+    return Path("data") / name / "snapshot"
+
+
 def parse_model(value: str | None, name: str = "--model") -> str | None:
     """A registry reference (never a path), checked before any work."""
     from jobs.registry import parse_model_ref
@@ -63,10 +70,28 @@ def parse_model(value: str | None, name: str = "--model") -> str | None:
     return value
 
 
-def _settings():
+def _settings(name: str | None = None, ref: str | None = None):
+    """The spec of the model a command is for, and where things are.
+
+    The model is the one --model-name declares, else the one a registry reference names,
+    else the only one declared."""
+    from jobs.registry import parse_model_ref
     from jobs.settings import load_env, load_params
 
-    return load_params(), load_env()
+    params = load_params()
+    if name is None and ref is not None and parse_model_ref(ref)[0] in params.models:
+        name = parse_model_ref(ref)[0]
+    spec = params.model(name)
+    if ref is not None and parse_model_ref(ref)[0] != spec.name:
+        raise InvalidParameter(f"--model {ref} is not a version of the model {spec.name}: "
+                               f"give --model models:/{spec.name}/VERSION or --model-name {parse_model_ref(ref)[0]}")
+    return spec, load_env()
+
+
+def _env():
+    from jobs.settings import load_env
+
+    return load_env()
 
 
 def _lake(env, app_name: str):
@@ -116,31 +141,37 @@ def generate(
     days: Annotated[int, typer.Option(min=1, max=3660, help="number of days")] = 1,
     rows: Annotated[int | None, typer.Option(min=1, help="subscribers per day (default: params.yaml)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: params.yaml)")] = None,
+    model_name: NameOpt = None,
 ) -> None:
-    """Write synthetic `features` (and the labels that mature on those days)."""
+    """Write the demo's synthetic feature table (and the labels that mature on those days)."""
     from jobs import generate as job
+    from jobs.settings import load_params
 
     first = parse_date(start, "--start")
-    params, env = _settings()
+    spec, env = _settings(model_name)
+    gen = load_params().generator
+    if gen is None:
+        raise InvalidParameter("params.yaml has no `generator` block: `batchloop generate` writes the demo's data")
     lake = _lake(env, "generate")
-    _emit(job.run(params.generator, params.data, lake, first, days, rows or params.generator.rows,
-                  params.generator.seed if seed is None else seed))
+    _emit(job.run(gen, spec, lake, first, days, rows or gen.rows, gen.seed if seed is None else seed))
 
 
 @app.command()
 def snapshot(
     as_of: Annotated[str, typer.Option("--as-of", help="use the labels known on this day, YYYY-MM-DD")],
-    out: Annotated[Path, typer.Option(help="snapshot folder inside the DVC repository")] = Path("data/snapshot"),
+    out: Annotated[Path | None, typer.Option(help="snapshot folder inside the DVC repository "
+                                                  "(default: data/MODEL/snapshot)")] = None,
     track: Annotated[bool, typer.Option(help="`dvc add` and push it (off under `dvc repro`, which tracks it)")] = False,
+    model_name: NameOpt = None,
 ) -> None:
     """Write the labelled training window known on a day as a snapshot folder."""
     from jobs import snapshot as job
     from jobs import versioning
 
     day = parse_date(as_of, "--as-of")
-    params, env = _settings()
-    folder = in_repo(env, out)
-    record = job.write(_lake(env, "snapshot"), params.data, params.train, day, folder)
+    spec, env = _settings(model_name)
+    folder = in_repo(env, out or default_snapshot(spec.name))
+    record = job.write(_lake(env, "snapshot"), spec, spec.train, day, folder)
     record["path"] = str(folder)
     if track:
         record["dvc"] = versioning.track(env, folder).as_tags()
@@ -154,6 +185,7 @@ def validate(
     snapshot_dir: Annotated[Path | None, typer.Option("--snapshot", help="a training snapshot folder instead")] = None,
     report: Annotated[Path | None, typer.Option(help="write the findings here as JSON")] = None,
     docs: Annotated[bool, typer.Option(help="render the Data Docs page now (else `batchloop publish` does)")] = True,
+    model_name: NameOpt = None,
 ) -> None:
     """Check a partition (or a snapshot) against its contract; print a summary; exit 1 when it fails."""
     from jobs import datadocs, lineage
@@ -167,17 +199,17 @@ def validate(
     day = parse_date(date_) if date_ else None
     if dataset:
         check_identifier(dataset, "--dataset")
-    params, env = _settings()
+    spec, env = _settings(model_name)
     if snapshot_dir is not None:
         snapshot_dir = in_repo(env, snapshot_dir)
-        contract = combine("snapshot", load_contract("features"), load_contract("labels"))
+        contract = combine("snapshot", load_contract(spec.table), load_contract(spec.label.table))
         window = snapshots.read_window(snapshot_dir)["window"]
-        checked = validate_frame(snapshots.read(_spark(env, "validate"), snapshot_dir), contract, params.validation,
-                                 f"snapshot {window['first']}..{window['last']}", params.data.key)
+        checked = validate_frame(snapshots.read(_spark(env, "validate"), snapshot_dir), contract, spec.validation,
+                                 f"snapshot {window['first']}..{window['last']}", spec.key)
         name, label = "snapshot", window["as_of"]
     else:
         lake = _lake(env, "validate")
-        checked = validate_partition(lake, dataset, day, params.validation, params.data.key)
+        checked = validate_partition(lake, dataset, day, spec.validation, spec.key)
         name, label = f"{lake.namespace}.{dataset}", day.isoformat()
     typer.echo(checked.text)
     record = checked.record(lineage.run_id())
@@ -194,16 +226,18 @@ def validate(
 
 @app.command()
 def train(
-    snapshot_dir: Annotated[Path, typer.Option("--snapshot", help="snapshot folder (batchloop snapshot)")] =
-    Path("data/snapshot"),
+    snapshot_dir: Annotated[Path | None, typer.Option("--snapshot", help="snapshot folder (batchloop snapshot; "
+                                                                          "default: data/MODEL/snapshot)")] = None,
     metrics_out: Annotated[Path | None, typer.Option(help="write the run's metrics here as JSON")] = None,
     push: Annotated[bool, typer.Option(help="push the snapshot to the DVC remote")] = True,
+    model_name: NameOpt = None,
 ) -> None:
     """Train on a snapshot, register the version in MLflow as @challenger."""
     from jobs import train as job
 
-    params, env = _settings()
-    trained = job.run(params, _spark(env, "train"), env, in_repo(env, snapshot_dir), push=push)
+    spec, env = _settings(model_name)
+    trained = job.run(spec, _spark(env, "train"), env, in_repo(env, snapshot_dir or default_snapshot(spec.name)),
+                      push=push)
     from jobs import registry
 
     client = registry.client(env.mlflow_tracking_uri)
@@ -236,9 +270,9 @@ def evaluate(
     from jobs import promotion
 
     ref = parse_model(_model_from(model, model_from))
-    params, env = _settings()
-    folder = in_repo(env, snapshot_dir) if snapshot_dir else _restore(params, env, ref)
-    evaluation = promotion.evaluate(params, _spark(env, "evaluate"), env, ref, folder)
+    spec, env = _settings(ref=ref)
+    folder = in_repo(env, snapshot_dir) if snapshot_dir else _restore(env, ref)
+    evaluation = promotion.evaluate(spec, _spark(env, "evaluate"), env, ref, folder)
     from jobs import registry
 
     result = {"challenger": evaluation.challenger.uri,
@@ -252,7 +286,7 @@ def evaluate(
     _emit(result)
 
 
-def _restore(params, env, ref: str) -> Path:
+def _restore(env, ref: str) -> Path:
     from jobs import registry, versioning
 
     client = registry.client(env.mlflow_tracking_uri)
@@ -270,8 +304,8 @@ def gate(
     from jobs import promotion
 
     ref = parse_model(_model_from(model, model_from))
-    params, env = _settings()
-    verdict = promotion.decide(params, env, ref)
+    spec, env = _settings(ref=ref)
+    verdict = promotion.decide(spec, env, ref)
     _emit({**verdict.as_dict(), "reasons": verdict.reasons})
 
 
@@ -286,8 +320,7 @@ def promote(
     force: Annotated[bool, typer.Option(help="promote although the gate did not pass (needs --reason)")] = False,
     effective_from: Annotated[str | None, typer.Option(help="first scored day the change applies to, YYYY-MM-DD")]
     = None,
-    model_name: Annotated[str | None, typer.Option(help="registered model to roll back "
-                                                        "(default: model.name in params.yaml)")] = None,
+    model_name: NameOpt = None,
 ) -> None:
     """Move @champion: promote a version, apply the gate's verdict, or roll back."""
     from jobs import promotion
@@ -295,19 +328,20 @@ def promote(
     when = optional_date(effective_from, "--effective-from")
     if model_name:
         parse_model(f"models:/{model_name}@champion", "--model-name")
-    params, env = _settings()
     if rollback:
         if len(reason.strip()) < 3:
             raise InvalidParameter("--rollback needs a --reason (it is recorded in the alias history)")
-        _emit(promotion.rollback(params, env, model_name or params.model.name, reason, when))
+        spec, env = _settings(model_name)
+        _emit(promotion.rollback(spec, env, spec.name, reason, when))
         return
     ref = parse_model(_model_from(model, model_from))
+    spec, env = _settings(model_name, ref)
     if if_gate_passed:
-        _emit(promotion.apply_gate(params, env, ref))
+        _emit(promotion.apply_gate(spec, env, ref))
         return
     if len(reason.strip()) < 3:
         raise InvalidParameter("--reason is required: it is recorded in the alias history")
-    _emit(promotion.promote(params, env, ref, reason, when, force=force))
+    _emit(promotion.promote(spec, env, ref, reason, when, force=force))
 
 
 @app.command()
@@ -317,6 +351,7 @@ def score(
     champion_as_of: Annotated[str | None, typer.Option(help="score with the champion of this day instead of the "
                                                             "scored day's")] = None,
     shadow: Annotated[bool, typer.Option(help="also score the challenger into scores_shadow")] = True,
+    model_name: NameOpt = None,
 ) -> None:
     """Score one day into `scores` (default model: the champion on that day, from the alias history)."""
     from jobs import score as job
@@ -324,43 +359,45 @@ def score(
     day = parse_date(date_)
     ref = parse_model(model)
     as_of = optional_date(champion_as_of, "--champion-as-of")
-    params, env = _settings()
+    spec, env = _settings(model_name, ref)
     lake = _lake(env, "score")
-    _emit(job.run(params, lake, lake, env, day, ref, as_of=as_of, shadow=shadow))
+    _emit(job.run(spec, lake, lake, env, day, ref, as_of=as_of, shadow=shadow))
 
 
 @app.command()
-def drift(date_: DateOpt, model: ModelOpt = None) -> None:
+def drift(date_: DateOpt, model: ModelOpt = None, model_name: NameOpt = None) -> None:
     """Drift of one scored day against the reference of the model that scored it (or --model)."""
     from jobs import drift as job
 
     day = parse_date(date_)
     ref = parse_model(model)
-    params, env = _settings()
-    _emit(job.run(params, _lake(env, "drift"), env, day, ref))
+    spec, env = _settings(model_name, ref)
+    _emit(job.run(spec, _lake(env, "drift"), env, day, ref))
 
 
 @app.command()
-def monitor(date_: Annotated[str, typer.Option("--date", help="the day labels matured, YYYY-MM-DD")]) -> None:
+def monitor(date_: Annotated[str, typer.Option("--date", help="the day labels matured, YYYY-MM-DD")],
+            model_name: NameOpt = None) -> None:
     """Quality of what was served label_delay_days ago, now that its labels are known."""
     from jobs import monitor as job
 
     day = parse_date(date_)
-    params, env = _settings()
-    _emit(job.run(params, _lake(env, "monitor"), day))
+    spec, env = _settings(model_name)
+    _emit(job.run(spec, _lake(env, "monitor"), day))
 
 
 @app.command()
 def policy(
     as_of: Annotated[str, typer.Option("--as-of", help="decide on this day, YYYY-MM-DD")],
     force: Annotated[bool, typer.Option(help="retrain whatever the policy says (logged as forced)")] = False,
+    model_name: NameOpt = None,
 ) -> None:
     """The retraining policy's decision and reasons (logged to MLflow, "no" included)."""
     from jobs import retraining
 
     day = parse_date(as_of, "--as-of")
-    params, env = _settings()
-    _emit(retraining.decide(params, _lake(env, "policy"), env.mlflow_tracking_uri, day, force=force))
+    spec, env = _settings(model_name)
+    _emit(retraining.decide(spec, _lake(env, "policy"), env.mlflow_tracking_uri, day, force=force))
 
 
 @app.command()
@@ -370,8 +407,7 @@ def retro(
     namespace: Annotated[str, typer.Option(help="where to write (never the production namespace)")],
     model: ModelOpt = None,
     champion_as_of: Annotated[str | None, typer.Option(help="use the champion of this day")] = None,
-    model_name: Annotated[str | None, typer.Option(help="registered model for --champion-as-of "
-                                                        "(default: model.name in params.yaml)")] = None,
+    model_name: NameOpt = None,
     compare: Annotated[bool, typer.Option(help="diff against what production served")] = True,
 ) -> None:
     """Retro-test: score a date range with one model into its own namespace."""
@@ -382,11 +418,10 @@ def retro(
     ref = parse_model(model)
     as_of = optional_date(champion_as_of, "--champion-as-of")
     check_identifier(namespace, "--namespace")
-    params, env = _settings()
     if model_name:
         parse_model(f"models:/{model_name}@champion", "--model-name")
-        params = params.model_copy(update={"model": params.model.model_copy(update={"name": model_name})})
-    _emit(job.run(params, _lake(env, "retro"), env, ref, as_of, first, last, namespace, compare))
+    spec, env = _settings(model_name, ref)
+    _emit(job.run(spec, _lake(env, "retro"), env, ref, as_of, first, last, namespace, compare))
 
 
 @app.command()
@@ -417,7 +452,7 @@ def data_restore(
     from jobs import registry, versioning
 
     ref = parse_model(f"models:/{model}/{version}")
-    _, env = _settings()
+    env = _env()
     m = registry.resolve(registry.client(env.mlflow_tracking_uri), ref)
     dest = out or env.state_dir / "restored" / f"{m.name}-v{m.version}"
     path = versioning.restore(env, m.tags["dvc_md5"], int(m.tags["dvc_size"]), int(m.tags["dvc_nfiles"]), dest)
@@ -430,6 +465,7 @@ def lineage(
     date_: DateOpt,
     key: Annotated[int | None, typer.Option(help="a subscriber id: show its score row too")] = None,
     table: Annotated[str, typer.Option(help="scores or scores_shadow")] = "scores",
+    model_name: NameOpt = None,
 ) -> None:
     """Trace a day's scores back to the model version, its data snapshot, code and contract."""
     from jobs import registry
@@ -437,7 +473,7 @@ def lineage(
 
     day = parse_date(date_)
     check_identifier(table, "--table")
-    params, env = _settings()
+    spec, env = _settings(model_name)
     lake = _lake(env, "lineage")
     manifest = lake.manifest(table, day)
     if manifest is None:
@@ -449,7 +485,7 @@ def lineage(
                                       "params_hash", "contract_fingerprint", "airflow_run_id", "gate_passed")}},
         "restore": f"batchloop data restore --model {m.name} --version {m.version}"}
     if key is not None:
-        row = lake.read_partition(table, day).where(f"{params.data.key} = {int(key)}").first()
+        row = lake.read_partition(table, day).where(f"{spec.key} = {int(key)}").first()
         out["row"] = row.asDict() if row else None
     _emit(out)
 
@@ -461,7 +497,7 @@ def sql(
     limit: Annotated[int, typer.Option(help="rows to print at most")] = 50,
 ) -> None:
     """Query the lake (tables of the batchloop database) and print the result."""
-    _, env = _settings()
+    env = _env()
     lake = _lake(env, "sql")
     lake.spark.sql(f"USE `{lake.namespace}`")
     result = lake.spark.sql(query)

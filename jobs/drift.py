@@ -30,7 +30,7 @@ from jobs.histogram import CategoryCounts, NumericHistogram
 from jobs.lake import Lake
 from jobs.reference import categorical_from, numeric_from
 from jobs.registry import PROFILE_ARTIFACT
-from jobs.settings import DriftParams, Env, Params
+from jobs.settings import DriftParams, Env, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -131,35 +131,34 @@ def summarise(features: list[dict[str, Any]], prediction: dict[str, Any], multiv
 
 
 # -- the job --------------------------------------------------------------------------------------
-def collect_day(lake: Lake, day: date, profile: dict[str, Any], params: Params) -> dict[str, histogram.Profile]:
+def collect_day(lake: Lake, day: date, profile: dict[str, Any], spec: ModelSpec) -> dict[str, histogram.Profile]:
     """The one pass: the day's features and scores, folded into histograms on the reference's bins."""
-    return collect(lake.read_partition("features", day), lake.read_partition("scores", day), profile, params)
+    return collect(lake.read_partition(spec.table, day), lake.read_partition("scores", day), profile, spec)
 
 
 def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any],
-            params: Params) -> dict[str, histogram.Profile]:
+            spec: ModelSpec) -> dict[str, histogram.Profile]:
     """Features and scores folded in one Spark job, each side shipping only its own columns."""
-    d = params.data
     out = histogram.collect_sources({
         "features": histogram.Source(
-            features, {c: profile["numeric"][c]["edges"] for c in d.numeric_features}, tuple(d.categorical_features),
-            sample_rows=params.drift.multivariate.sample_rows, sample_key=d.key,
+            features, {c: profile["numeric"][c]["edges"] for c in spec.features.numeric}, tuple(spec.features.categorical),
+            sample_rows=spec.drift.multivariate.sample_rows, sample_key=spec.key,
             sample_columns=tuple(profile["sample"]["columns"])),
         "scores": histogram.Source(scores.select(F.col("score").cast("double")), {"score": profile["score"]["edges"]}),
     })
     return {name: groups[histogram.ALL] for name, groups in out.items()}
 
 
-def compare(profile: dict[str, Any], day: dict[str, histogram.Profile], params: Params) -> dict[str, Any]:
+def compare(profile: dict[str, Any], day: dict[str, histogram.Profile], spec: ModelSpec) -> dict[str, Any]:
     """Every per-feature, prediction and multivariate result, and the dataset verdict."""
-    drift, d = params.drift, params.data
+    drift = spec.drift
     learned = profile.get("learned", {})
     cur = day["features"]
     features = [judge_numeric(c, numeric_from(profile["numeric"][c]), cur.numeric[c],
                               np.asarray(profile["numeric"][c]["coarse"], int), "numeric", drift, learned)
-                for c in d.numeric_features]
+                for c in spec.features.numeric]
     features += [judge_categorical(c, categorical_from(profile["categorical"][c]), cur.categorical[c], drift, learned)
-                 for c in d.categorical_features]
+                 for c in spec.features.categorical]
     prediction = judge_numeric("score", numeric_from(profile["score"]), day["scores"].numeric["score"],
                                np.asarray(profile["score"]["coarse"], int), "prediction", drift, {},
                                decisive="wasserstein")
@@ -226,7 +225,7 @@ def trend(lake: Lake, day: date, days: int, today: list[dict[str, Any]]) -> dict
             "features": {n: [history[x].get(n) for x in dates] for n in names}}
 
 
-def run(params: Params, lake: Lake, env: Env, day: date, model_ref: str | None = None) -> dict[str, Any]:
+def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None = None) -> dict[str, Any]:
     """Drift of `day` against the reference of the model that scored it (or `model_ref`)."""
     import mlflow
 
@@ -242,8 +241,8 @@ def run(params: Params, lake: Lake, env: Env, day: date, model_ref: str | None =
     model = registry.resolve(client, model_ref)
     profile = registry.load_json_artifact(model, PROFILE_ARTIFACT)
     run_id, computed_at = lineage.run_id(), datetime.now(UTC)
-    day_hist = collect_day(lake, day, profile, params)
-    result = compare(profile, day_hist, params)
+    day_hist = collect_day(lake, day, profile, spec)
+    result = compare(profile, day_hist, spec)
     rows = metric_rows(result, model, run_id, computed_at)
     lake.write_partition(lake.spark.createDataFrame(rows, METRICS_SCHEMA), "drift_metrics", day,
                          {"model_uri": model.uri, "breached": result["dataset"]["breached"]})
@@ -252,7 +251,7 @@ def run(params: Params, lake: Lake, env: Env, day: date, model_ref: str | None =
                "generated_at": computed_at.isoformat(timespec="seconds"),
                "reference": {"rows": profile["rows"], "window": window},
                "current": {"rows": day_hist["features"].rows}, **result,
-               "trend": trend(lake, day, params.drift.history_days, rows)}
+               "trend": trend(lake, day, spec.drift.history_days, rows)}
     summary["features"] = [*result["features"], {**result["prediction"], "importance": None}]
     summary["prediction"] = {**result["prediction"], "method": result["prediction"]["decisive"]}
     prefix = f"drift/{model.name}/{day.isoformat()}"

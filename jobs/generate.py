@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql.types import DateType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
-from jobs.settings import DataParams, GeneratorParams
+from jobs.settings import GeneratorParams, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,14 @@ def chunks(rows: int) -> list[tuple[int, int]]:
     return [(i, min(CHUNK_ROWS, rows - i * CHUNK_ROWS)) for i in range((rows + CHUNK_ROWS - 1) // CHUNK_ROWS)]
 
 
-def generate_day(gen: GeneratorParams, data: DataParams, day: date, rows: int, seed: int) -> Day:
+def generate_day(gen: GeneratorParams, spec: ModelSpec, day: date, rows: int, seed: int) -> Day:
     """Features and true labels of one day, as pandas frames (pure, deterministic)."""
-    parts = [generate_chunk(gen, data, day, c, n, seed) for c, n in chunks(rows)]
+    parts = [generate_chunk(gen, spec, day, c, n, seed) for c, n in chunks(rows)]
     return Day(features=pd.concat([p.features for p in parts], ignore_index=True),
                labels=pd.concat([p.labels for p in parts], ignore_index=True))
 
 
-def generate_chunk(gen: GeneratorParams, data: DataParams, day: date, chunk: int, rows: int,
+def generate_chunk(gen: GeneratorParams, spec: ModelSpec, day: date, chunk: int, rows: int,
                    seed: int) -> Day:
     """One id chunk of one day: the unit of parallel generation."""
     pop = _population(seed, chunk, rows)
@@ -147,12 +147,12 @@ def generate_chunk(gen: GeneratorParams, data: DataParams, day: date, chunk: int
     if incident and day == incident.date:
         hit = rng.uniform(0, 1, rows) < incident.null_share
         f[incident.feature] = f[incident.feature].astype(float).where(~hit)
-    f = f[[data.key, *data.numeric_features, *data.categorical_features]].copy()
+    f = f[[spec.key, *spec.features.numeric, *spec.features.categorical]].copy()
     f["dt"] = day
     labels = pd.DataFrame({
-        data.key: f[data.key].to_numpy(),
-        data.label: churned,
-        "available_at": day + timedelta(days=data.label_delay_days),
+        spec.key: f[spec.key].to_numpy(),
+        spec.label.column: churned,
+        "available_at": day + timedelta(days=spec.label.delay_days),
         "dt": day,
     })
     return Day(features=f, labels=labels)
@@ -162,50 +162,50 @@ def days_between(start: date, count: int) -> list[date]:
     return [start + timedelta(days=i) for i in range(count)]
 
 
-def label_days(gen: GeneratorParams, data: DataParams, published: list[date]) -> list[date]:
+def label_days(gen: GeneratorParams, spec: ModelSpec, published: list[date]) -> list[date]:
     """Days whose labels become known on the published days (D + delay), from first_day on."""
-    delay = timedelta(days=data.label_delay_days)
+    delay = timedelta(days=spec.label.delay_days)
     return [d - delay for d in published if d - delay >= gen.first_day]
 
 
-def feature_schema(data: DataParams) -> StructType:
+def feature_schema(spec: ModelSpec) -> StructType:
     numeric = [StructField(c, LongType() if c in INTEGER_FEATURES else DoubleType())
-               for c in data.numeric_features]
-    return StructType([StructField(data.key, LongType(), False), *numeric,
-                       *[StructField(c, StringType()) for c in data.categorical_features],
+               for c in spec.features.numeric]
+    return StructType([StructField(spec.key, LongType(), False), *numeric,
+                       *[StructField(c, StringType()) for c in spec.features.categorical],
                        StructField("dt", DateType(), False)])
 
 
-def label_schema(data: DataParams) -> StructType:
-    return StructType([StructField(data.key, LongType(), False), StructField(data.label, IntegerType()),
+def label_schema(spec: ModelSpec) -> StructType:
+    return StructType([StructField(spec.key, LongType(), False), StructField(spec.label.column, IntegerType()),
                        StructField("available_at", DateType()), StructField("dt", DateType(), False)])
 
 
-def _distributed(lake, gen: GeneratorParams, data: DataParams, days: list[date], rows: int, seed: int,
+def _distributed(lake, gen: GeneratorParams, spec: ModelSpec, days: list[date], rows: int, seed: int,
                  part: str):
     """Generate (day, chunk) units in parallel Spark tasks; `part` is features or labels."""
     units = [(d, c, n) for d in days for c, n in chunks(rows)]
-    schema = feature_schema(data) if part == "features" else label_schema(data)
+    schema = feature_schema(spec) if part == "features" else label_schema(spec)
 
     def make(frames):
         for frame in frames:
             for row in frame.itertuples(index=False):
-                yield getattr(generate_chunk(gen, data, row.day, row.chunk, row.rows, seed), part)
+                yield getattr(generate_chunk(gen, spec, row.day, row.chunk, row.rows, seed), part)
 
     seeds = lake.spark.createDataFrame(pd.DataFrame(units, columns=["day", "chunk", "rows"]))
     return seeds.repartition(max(1, len(units))).mapInPandas(make, schema)
 
 
-def run(gen: GeneratorParams, data: DataParams, lake, start: date, days: int, rows: int,
+def run(gen: GeneratorParams, spec: ModelSpec, lake, start: date, days: int, rows: int,
         seed: int) -> dict[str, int]:
-    """Write `features` for start..start+days-1 and the labels that become known on those days."""
+    """Write the model's feature table for start..start+days-1 and the labels that become known on those days."""
     published = days_between(start, days)
-    lake.write_partitions(_distributed(lake, gen, data, published, rows, seed, "features"), "features",
+    lake.write_partitions(_distributed(lake, gen, spec, published, rows, seed, "features"), spec.table,
                           {"source": f"batchloop generate (seed {seed})"})
     counts = {"feature_days": len(published), "features_rows": len(published) * rows, "label_rows": 0}
-    labelled = label_days(gen, data, published)
+    labelled = label_days(gen, spec, published)
     if labelled:
-        lake.write_partitions(_distributed(lake, gen, data, labelled, rows, seed, "labels"), "labels",
+        lake.write_partitions(_distributed(lake, gen, spec, labelled, rows, seed, "labels"), spec.label.table,
                               {"source": f"batchloop generate (seed {seed})"})
         counts["label_rows"] = len(labelled) * rows
     log.info("generated %s", counts)

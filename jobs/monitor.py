@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.lake import Lake
-from jobs.settings import Params
+from jobs.settings import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +78,22 @@ def measure(joined, label: str) -> list[dict[str, Any]]:
     return out
 
 
-def run(params: Params, lake: Lake, day: date, namespaces: tuple[Lake, ...] = ()) -> dict[str, Any]:
+def run(spec: ModelSpec, lake: Lake, day: date, namespaces: tuple[Lake, ...] = ()) -> dict[str, Any]:
     """Judge the scores served on day - label delay with the labels that matured by `day`."""
-    d = params.data
-    scored_day = day - timedelta(days=d.label_delay_days)
+    scored_day = day - timedelta(days=spec.label.delay_days)
     frames = []
     for table in ("scores", "scores_shadow"):
         if scored_day in lake.partitions(table):
             frames.append(lake.read_partition(table, scored_day)
-                          .select(d.key, "score", "model_name", "model_version", F.lit(table).alias("source")))
+                          .select(spec.key, "score", "model_name", "model_version", F.lit(table).alias("source")))
     if not frames:
         log.warning("nothing was scored on %s (whose labels matured on %s): nothing to measure", scored_day, day)
         return {"scored_day": scored_day.isoformat(), "labels_matured_on": day.isoformat(), "results": [],
                 "skipped": f"nothing was scored on {scored_day}"}
-    labels = lake.read_partition("labels", scored_day).where(F.col("available_at") <= F.lit(day)) \
-        .select(d.key, d.label)
+    labels = lake.read_partition(spec.label.table, scored_day).where(F.col("available_at") <= F.lit(day)) \
+        .select(spec.key, spec.label.column)
     served = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-    results = measure(served.join(labels, d.key, "inner"), d.label)
+    results = measure(served.join(labels, spec.key, "inner"), spec.label.column)
     now = datetime.now(UTC)
     rows = [{**r, "measured_on": day, "computed_at": now} for r in results]
     lake.write_partition(lake.spark.createDataFrame(rows, SCHEMA), "performance_metrics", scored_day,

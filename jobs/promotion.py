@@ -30,7 +30,7 @@ from jobs.encoding import encode_pandas
 from jobs.errors import InvalidParameter, ModelNotFound, PromotionRefused
 from jobs.metrics import Quality, bootstrap_auc_difference, quality
 from jobs.registry import VOCABULARY_ARTIFACT, WINDOW_ARTIFACT
-from jobs.settings import Env, Params
+from jobs.settings import Env, ModelSpec
 from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
@@ -57,39 +57,39 @@ def predict(model: registry.ResolvedModel, frame: pd.DataFrame) -> np.ndarray:
     return booster.predict(X)
 
 
-def holdout_rows(params: Params, spark, folder: Path) -> tuple[pd.DataFrame, snapshots.Window]:
+def holdout_rows(spec: ModelSpec, spark, folder: Path) -> tuple[pd.DataFrame, snapshots.Window]:
     """The snapshot's holdout days, only rows that pass the contracts (as in training)."""
     window = snapshots.Window.from_dict(snapshots.read_window(folder)["window"])
-    contract = combine("snapshot", load_contract("features"), load_contract("labels"))
+    contract = combine("snapshot", load_contract(spec.table), load_contract(spec.label.table))
     checked = validate_frame(snapshots.read(spark, folder).where(F.col("dt") >= F.lit(window.holdout_first)),
-                             contract, params.validation, f"holdout from {window.holdout_first}", params.data.key)
+                             contract, spec.validation, f"holdout from {window.holdout_first}", spec.key)
     return checked.passed.toPandas(), window
 
 
-def evaluate(params: Params, spark, env: Env, challenger_ref: str, folder: Path) -> Evaluation:
+def evaluate(spec: ModelSpec, spark, env: Env, challenger_ref: str, folder: Path) -> Evaluation:
     """Score the challenger's holdout with the challenger and the champion; log both to MLflow."""
     import mlflow
 
     client = registry.client(env.mlflow_tracking_uri)
     challenger = registry.resolve(client, challenger_ref)
     trained_window = registry.load_json_artifact(challenger, WINDOW_ARTIFACT)["window"]
-    rows, window = holdout_rows(params, spark, folder)
+    rows, window = holdout_rows(spec, spark, folder)
     if window.as_dict() != trained_window:
         raise InvalidParameter(f"{folder} holds the window {window.as_dict()}, but {challenger.uri} was trained "
                                f"on {trained_window}: pass that version's snapshot (batchloop data restore)")
     champion = registry.holder(client, challenger.name, registry.CHAMPION)
     if champion is not None and champion.version == challenger.version:
         champion = None
-    y = rows[params.data.label].to_numpy()
-    bins = params.gate.calibration_bins
+    y = rows[spec.label.column].to_numpy()
+    bins = spec.gate.calibration_bins
     p_challenger = predict(challenger, rows)
     metrics = quality(y, p_challenger, bins).as_dict("challenger_")
     metrics["challenger_train_auc"] = float(client.get_run(challenger.run_id).data.metrics["train_auc"])
     if champion is not None:
         p_champion = predict(champion, rows)
         metrics.update(quality(y, p_champion, bins).as_dict("champion_"))
-        metrics.update(bootstrap_auc_difference(y, p_challenger, p_champion, params.gate.bootstrap_samples,
-                                                params.gate.confidence))
+        metrics.update(bootstrap_auc_difference(y, p_challenger, p_champion, spec.gate.bootstrap_samples,
+                                                spec.gate.confidence))
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"evaluate-{challenger.name}-v{challenger.version}") as run:
         mlflow.set_tags({"challenger": challenger.uri, "champion": champion.uri if champion else "none",
@@ -111,7 +111,7 @@ def _quality(metrics: dict[str, float], prefix: str) -> Quality | None:
                    metrics[f"{prefix}log_loss"], metrics[f"{prefix}brier"], metrics[f"{prefix}calibration_error"])
 
 
-def decide(params: Params, env: Env, challenger_ref: str) -> gate.Verdict:
+def decide(spec: ModelSpec, env: Env, challenger_ref: str) -> gate.Verdict:
     """Apply the gate in params.yaml to the challenger's latest evaluation; record the verdict."""
     import mlflow
 
@@ -124,10 +124,10 @@ def decide(params: Params, env: Env, challenger_ref: str) -> gate.Verdict:
     evaluation = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/{EVALUATION_ARTIFACT}"))
     m = evaluation["metrics"]
     verdict = gate.decide(_quality(m, "challenger_"), m["challenger_train_auc"], _quality(m, "champion_"),
-                          m.get("auc_difference_low"), params.gate, challenger.uri, evaluation["champion"])
+                          m.get("auc_difference_low"), spec.gate, challenger.uri, evaluation["champion"])
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_dict({**verdict.as_dict(), "mode": params.gate.mode, "reasons": verdict.reasons}, VERDICT_ARTIFACT)
-        mlflow.set_tags({"gate_passed": str(verdict.passed).lower(), "gate_mode": params.gate.mode})
+        mlflow.log_dict({**verdict.as_dict(), "mode": spec.gate.mode, "reasons": verdict.reasons}, VERDICT_ARTIFACT)
+        mlflow.set_tags({"gate_passed": str(verdict.passed).lower(), "gate_mode": spec.gate.mode})
     client.set_model_version_tag(challenger.name, challenger.version, "gate_passed", str(verdict.passed).lower())
     client.set_model_version_tag(challenger.name, challenger.version, "gate_reasons", "; ".join(verdict.reasons)[:4900])
     log.info("gate for %s: %s\n  %s", challenger.uri, "PASSED" if verdict.passed else "FAILED",
@@ -142,7 +142,7 @@ def _effective_default(model: registry.ResolvedModel) -> date:
     return date.fromisoformat(as_of) + timedelta(days=1) if as_of else datetime.now(UTC).date()
 
 
-def promote(params: Params, env: Env, model_ref: str, reason: str, effective_from: date | None = None,
+def promote(spec: ModelSpec, env: Env, model_ref: str, reason: str, effective_from: date | None = None,
             force: bool = False) -> dict[str, Any]:
     """Make a version champion. It must have passed the gate, unless forced (the reason says why)."""
     client = registry.client(env.mlflow_tracking_uri)
@@ -164,7 +164,7 @@ def promote(params: Params, env: Env, model_ref: str, reason: str, effective_fro
             "effective_from": when.isoformat()}
 
 
-def apply_gate(params: Params, env: Env, model_ref: str) -> dict[str, Any]:
+def apply_gate(spec: ModelSpec, env: Env, model_ref: str) -> dict[str, Any]:
     """The pipeline's last step: in auto mode a challenger that passed becomes champion."""
     client = registry.client(env.mlflow_tracking_uri)
     candidate = registry.resolve(client, model_ref)
@@ -172,14 +172,14 @@ def apply_gate(params: Params, env: Env, model_ref: str) -> dict[str, Any]:
         why = candidate.tags.get("gate_reasons", "no gate verdict")
         log.info("%s stays challenger: %s", candidate.uri, why)
         return {"promoted": False, "challenger": candidate.uri, "reason": why}
-    if params.gate.mode == "manual":
+    if spec.gate.mode == "manual":
         log.info("%s passed the gate; gate.mode is manual: `batchloop promote --model %s` applies it",
                  candidate.uri, candidate.uri)
         return {"promoted": False, "challenger": candidate.uri, "reason": "gate passed; awaiting manual promotion"}
-    return promote(params, env, model_ref, "gate passed (auto)")
+    return promote(spec, env, model_ref, "gate passed (auto)")
 
 
-def rollback(params: Params, env: Env, name: str, reason: str, effective_from: date | None = None) -> dict[str, Any]:
+def rollback(spec: ModelSpec, env: Env, name: str, reason: str, effective_from: date | None = None) -> dict[str, Any]:
     """Give the champion alias back to the version that held it before the current one."""
     client = registry.client(env.mlflow_tracking_uri)
     current = registry.holder(client, name, registry.CHAMPION)

@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame
 
 from jobs import drift_stats, histogram
 from jobs.histogram import CategoryCounts, NumericHistogram
-from jobs.settings import DataParams, DriftParams
+from jobs.settings import DriftParams, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def score_histogram(scores: np.ndarray, fine_bins: int, bins: int) -> dict[str, 
     return numeric_entry(h, coarse_indices(edges, levels, values, bins))
 
 
-def learned_statistics(per_day: dict[str, histogram.Profile], total: histogram.Profile, data: DataParams,
+def learned_statistics(per_day: dict[str, histogram.Profile], total: histogram.Profile, spec: ModelSpec,
                        drift: DriftParams, coarse: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
     """Each day of the reference against the other days, per feature and method: mean and deviation.
 
@@ -90,14 +90,14 @@ def learned_statistics(per_day: dict[str, histogram.Profile], total: histogram.P
     out: dict[str, dict[str, dict[str, float]]] = {}
     if len(per_day) < 3:
         return out
-    for col in data.numeric_features:
+    for col in spec.features.numeric:
         values: dict[str, list[float]] = {}
         for prof in per_day.values():
             day, rest = prof.numeric[col], _minus(total.numeric[col], prof.numeric[col])
             for method in ("psi", "ks", "wasserstein", "jensenshannon", "kl"):
                 values.setdefault(method, []).append(drift_stats.numeric_statistic(method, rest, day, coarse[col])[0])
         out[col] = _summarise(values)
-    for col in data.categorical_features:
+    for col in spec.features.categorical:
         values = {}
         for prof in per_day.values():
             day = prof.categorical[col]
@@ -124,17 +124,17 @@ def _summarise(values: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def build_profile(rows: DataFrame, frame, data: DataParams, drift: DriftParams, holdout_scores: np.ndarray,
+def build_profile(rows: DataFrame, frame, spec: ModelSpec, drift: DriftParams, holdout_scores: np.ndarray,
                   importance: dict[str, float], day_column: str = "dt") -> dict[str, Any]:
     """The reference profile of the training rows (Spark, and the same rows in pandas), JSON-ready."""
     levels = quantile_levels(drift.fine_bins)
-    at_levels = quantile_edges(frame, data.numeric_features, drift.fine_bins)
+    at_levels = quantile_edges(frame, spec.features.numeric, drift.fine_bins)
     edges = {c: np.unique(v) for c, v in at_levels.items()}
     coarse = {c: coarse_indices(edges[c], levels, at_levels[c], drift.bins) if at_levels[c].size else np.array([], int)
               for c in edges}
     log.info("reference bin edges computed")
-    per_day = histogram.collect(rows, edges, data.categorical_features, group=day_column,
-                                sample_rows=drift.multivariate.sample_rows, sample_key=data.key)
+    per_day = histogram.collect(rows, edges, spec.features.categorical, group=day_column,
+                                sample_rows=drift.multivariate.sample_rows, sample_key=spec.key)
     total = histogram.overall(per_day)
     log.info("reference histograms: %d rows over %d days", total.rows, len(per_day))
     return {
@@ -143,10 +143,10 @@ def build_profile(rows: DataFrame, frame, data: DataParams, drift: DriftParams, 
         "days": sorted(per_day),
         "bins": drift.bins,
         "fine_bins": drift.fine_bins,
-        "numeric": {c: numeric_entry(total.numeric[c], coarse[c]) for c in data.numeric_features},
-        "categorical": {c: categorical_entry(total.categorical[c]) for c in data.categorical_features},
+        "numeric": {c: numeric_entry(total.numeric[c], coarse[c]) for c in spec.features.numeric},
+        "categorical": {c: categorical_entry(total.categorical[c]) for c in spec.features.categorical},
         "score": score_histogram(holdout_scores, drift.fine_bins, drift.bins),
-        "sample": {"columns": list(data.numeric_features), "rows": total.sample.rows.tolist()},
+        "sample": {"columns": list(spec.features.numeric), "rows": total.sample.rows.tolist()},
         "importance": importance,
-        "learned": learned_statistics(per_day, total, data, drift, coarse),
+        "learned": learned_statistics(per_day, total, spec, drift, coarse),
     }

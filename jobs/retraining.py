@@ -16,23 +16,23 @@ from pyspark.sql import functions as F
 
 from jobs import lineage, policy, registry
 from jobs.lake import Lake
-from jobs.settings import Params
+from jobs.settings import ModelSpec
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "batchloop-retraining"
 
 
-def facts(params: Params, lake: Lake, client, as_of: date) -> policy.Facts:
+def facts(spec: ModelSpec, lake: Lake, client, as_of: date) -> policy.Facts:
     """What the policy needs to know on `as_of`."""
-    name = params.model.name
+    name = spec.name
     champion = registry.holder(client, name, registry.CHAMPION)
     breaches: tuple[bool, ...] = ()
     if lake.exists("drift_metrics"):
         rows = (lake.read("drift_metrics").where((F.col("dt") <= F.lit(as_of)) & (F.col("kind") == "dataset")
                                                  & (F.col("method") == "share_drifted"))
                 .select("dt", "drifted").orderBy("dt").collect())
-        breaches = tuple(bool(r["drifted"]) for r in rows[-params.retraining.drift_windows:])
+        breaches = tuple(bool(r["drifted"]) for r in rows[-spec.retraining.drift_windows:])
     champion_auc = None
     if champion is not None and lake.exists("performance_metrics"):
         latest = (lake.read("performance_metrics")
@@ -48,22 +48,22 @@ def facts(params: Params, lake: Lake, client, as_of: date) -> policy.Facts:
     last_training = max((t for t in trainings if t <= as_of), default=None)
     new_rows = 0
     if trained_until is not None:
-        days = [d for d in lake.partitions("labels") if d > trained_until]
-        new_rows = sum((lake.manifest("labels", d) or {}).get("rows", 0) for d in days
-                       if d.toordinal() + params.data.label_delay_days <= as_of.toordinal())
+        days = [d for d in lake.partitions(spec.label.table) if d > trained_until]
+        new_rows = sum((lake.manifest(spec.label.table, d) or {}).get("rows", 0) for d in days
+                       if d.toordinal() + spec.label.delay_days <= as_of.toordinal())
     trained_on = date.fromisoformat(champion.tags["as_of"]) if champion and champion.tags.get("as_of") else None
     return policy.Facts(as_of=as_of, drift_breaches=breaches, champion_auc=champion_auc,
                         champion_trained_on=trained_on, last_training=last_training,
                         new_labelled_rows=new_rows, has_champion=champion is not None)
 
 
-def decide(params: Params, lake: Lake, tracking_uri: str, as_of: date, force: bool = False) -> dict[str, Any]:
+def decide(spec: ModelSpec, lake: Lake, tracking_uri: str, as_of: date, force: bool = False) -> dict[str, Any]:
     """Gather the facts, apply the policy, log the decision and its reasons to MLflow."""
     import mlflow
 
     client = registry.client(tracking_uri)
-    known = facts(params, lake, client, as_of)
-    decision = policy.decide(known, params.retraining, force=force)
+    known = facts(spec, lake, client, as_of)
+    decision = policy.decide(known, spec.retraining, force=force)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"policy-{as_of}"):
         mlflow.set_tags({"as_of": as_of.isoformat(), "retrain": str(decision.retrain).lower(),

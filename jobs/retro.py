@@ -19,7 +19,7 @@ from jobs import monitor, registry
 from jobs import score as scoring
 from jobs.errors import InvalidParameter, PartitionNotFound
 from jobs.lake import Lake, check_identifier
-from jobs.settings import Env, Params
+from jobs.settings import Env, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def diff(production: Lake, retro: Lake, day: date, key: str, model_uri: str) -> 
             "retro_model": model_uri, "production_models": served, "computed_at": datetime.now(UTC)}
 
 
-def run(params: Params, production: Lake, env: Env, model_ref: str | None, champion_as_of: date | None,
+def run(spec: ModelSpec, production: Lake, env: Env, model_ref: str | None, champion_as_of: date | None,
         first: date, last: date, namespace: str, compare: bool) -> dict[str, Any]:
     """Score first..last with one model into `namespace`; metrics where labels exist; diff to production."""
     if last < first:
@@ -65,7 +65,7 @@ def run(params: Params, production: Lake, env: Env, model_ref: str | None, champ
         raise InvalidParameter("give exactly one of a model version (models:/name/N) and a champion-as-of date")
     retro = target(production, namespace)
     client = registry.client(env.mlflow_tracking_uri)
-    ref = model_ref or f"models:/{params.model.name}@{registry.CHAMPION}"
+    ref = model_ref or f"models:/{spec.name}@{registry.CHAMPION}"
     model = registry.resolve(client, ref, as_of=champion_as_of)
     pinned = f"models:/{model.name}/{model.version}"
     log.info("retro-test of %s (%s) over %s..%s into %s", pinned, model.reference, first, last, namespace)
@@ -73,24 +73,23 @@ def run(params: Params, production: Lake, env: Env, model_ref: str | None, champ
     day = first
     while day <= last:
         try:
-            scoring.run(params, production, retro, env, day, model_ref=pinned, shadow=False)
+            scoring.run(spec, production, retro, env, day, model_ref=pinned, shadow=False)
             days.append(day)
         except PartitionNotFound as exc:
             skipped.append({"date": day.isoformat(), "reason": str(exc)})
         day += timedelta(days=1)
     metrics, diffs = [], []
-    d = params.data
     for day in days:
-        if day in production.partitions("labels"):
-            labels = production.read_partition("labels", day).select(d.key, d.label)
-            scored = retro.read_partition("scores", day).select(d.key, "score", "model_name", "model_version",
+        if day in production.partitions(spec.label.table):
+            labels = production.read_partition(spec.label.table, day).select(spec.key, spec.label.column)
+            scored = retro.read_partition("scores", day).select(spec.key, "score", "model_name", "model_version",
                                                                 F.lit("retro").alias("source"))
-            for m in monitor.measure(scored.join(labels, d.key, "inner"), d.label):
+            for m in monitor.measure(scored.join(labels, spec.key, "inner"), spec.label.column):
                 rows = [{**m, "measured_on": day, "computed_at": datetime.now(UTC)}]
                 retro.write_partition(retro.spark.createDataFrame(rows, monitor.SCHEMA), "retro_metrics", day)
                 metrics.append({"date": day.isoformat(), "auc": m["auc"], "rows": m["rows"]})
         if compare and day in production.partitions("scores"):
-            result = diff(production, retro, day, d.key, pinned)
+            result = diff(production, retro, day, spec.key, pinned)
             retro.write_partition(retro.spark.createDataFrame([result], DIFF_SCHEMA), "retro_diff", day)
             diffs.append({"date": day.isoformat(), **{k: v for k, v in result.items() if k != "computed_at"}})
     return {"model": pinned, "model_reference": model.reference, "namespace": namespace,

@@ -32,7 +32,7 @@ from jobs.registry import (
     PROFILE_ARTIFACT,
     VOCABULARY_ARTIFACT,
 )
-from jobs.settings import Env, Params, ValidationParams
+from jobs.settings import Env, ModelSpec, ValidationParams
 from jobs.spark import cores as spark_cores
 from jobs.validate import validate_frame
 
@@ -162,10 +162,10 @@ def check_golden(spark, scorer: Scorer, data_key: str, feature_schema: T.StructT
     return worst
 
 
-def resolve_models(client, params: Params, day: date, model_ref: str | None, shadow: bool,
+def resolve_models(client, spec: ModelSpec, day: date, model_ref: str | None, shadow: bool,
                    as_of: date | None = None) -> tuple[registry.ResolvedModel, registry.ResolvedModel | None]:
     """The model to score with (default: the champion on the scored day) and the shadow challenger, once."""
-    name = params.model.name
+    name = spec.name
     if model_ref:
         model = registry.resolve(client, model_ref, as_of=as_of)
     else:
@@ -181,53 +181,53 @@ def resolve_models(client, params: Params, day: date, model_ref: str | None, sha
     return model, challenger
 
 
-def run(params: Params, source: Lake, sink: Lake, env: Env, day: date, model_ref: str | None = None,
+def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_ref: str | None = None,
         as_of: date | None = None, shadow: bool | None = None) -> dict[str, Any]:
     """Score one day from `source` into `sink` (the same lake, or a retro-test namespace)."""
     from jobs.generate import feature_schema
 
     client = registry.client(env.mlflow_tracking_uri)
-    model, challenger = resolve_models(client, params, day, model_ref,
-                                       params.scoring.shadow if shadow is None else shadow, as_of)
+    model, challenger = resolve_models(client, spec, day, model_ref,
+                                       spec.scoring.shadow if shadow is None else shadow, as_of)
     log.info("scoring %s with %s (%s)%s", day, model.uri, model.reference,
              f", shadow {challenger.uri}" if challenger else "")
-    features_contract = load_contract("features")
-    check_contract_version(model, features_contract, params.validation)
+    features_contract = load_contract(spec.table)
+    check_contract_version(model, features_contract, spec.validation)
     scorers = [load_scorer(model)] + ([load_scorer(challenger)] if challenger else [])
     if challenger and (scorers[1].names != scorers[0].names or scorers[1].vocab != scorers[0].vocab):
         log.warning("%s encodes features differently; it is not shadow-scored", challenger.uri)
         scorers, challenger = scorers[:1], None
-    spark, d = source.spark, params.data
-    batch_rows = params.scoring.arrow_batch_rows
-    features = source.read_partition("features", day)
+    spark = source.spark
+    batch_rows = spec.scoring.arrow_batch_rows
+    features = source.read_partition(spec.table, day)
     for s in scorers:
         check_signature(features, s)
     for s in scorers:
-        worst = check_golden(spark, s, d.key, feature_schema(d), params.scoring.golden_tolerance, batch_rows)
+        worst = check_golden(spark, s, spec.key, feature_schema(spec), spec.scoring.golden_tolerance, batch_rows)
         log.info("golden sample of %s: largest difference %.3g", s.model.uri, worst)
-    _size_partitions(source, day)
+    _size_partitions(source, spec.table, day)
 
     run_id = lineage.run_id()
-    checked = validate_frame(features, features_contract, params.validation, f"features dt={day}", d.key,
+    checked = validate_frame(features, features_contract, spec.validation, f"{spec.table} dt={day}", spec.key,
                              persist=True)
     input_fingerprint = checksum(checked.annotated, [c for c in features.columns])
-    published = datadocs.publish(env, checked.record(run_id), f"{sink.namespace}.features", day.isoformat(),
+    published = datadocs.publish(env, checked.record(run_id), f"{sink.namespace}.{spec.table}", day.isoformat(),
                                  "score", html=False)
-    sink.write_partition(quarantine_frame(checked.annotated, d.key, run_id), "quarantine", day,
+    sink.write_partition(quarantine_frame(checked.annotated, spec.key, run_id), "quarantine", day,
                          {"input_rows": checked.report.rows, "quarantined_rows": checked.report.quarantined,
                           "contract": features_contract.fingerprint})
     raise_on_failure(checked.report, checked.text)
 
-    top_k = params.scoring.contributions_top_k
-    scored = predict_frame(checked.passed, d.key, scorers, top_k, batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
+    top_k = spec.scoring.contributions_top_k
+    scored = predict_frame(checked.passed, spec.key, scorers, top_k, batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
     scored_at = datetime.now(UTC)
-    outputs = {"scores": lineage_columns(scored, 0, d.key, scorers[0], run_id, scored_at, bool(top_k))}
+    outputs = {"scores": lineage_columns(scored, 0, spec.key, scorers[0], run_id, scored_at, bool(top_k))}
     if challenger:
-        outputs["scores_shadow"] = lineage_columns(scored, 1, d.key, scorers[1], run_id, scored_at, False)
+        outputs["scores_shadow"] = lineage_columns(scored, 1, spec.key, scorers[1], run_id, scored_at, False)
     scores_contract = load_contract("scores")
     counts = {"input_rows": checked.report.rows, "quarantined_rows": checked.report.quarantined}
     for table, frame in outputs.items():
-        output = validate_frame(frame, scores_contract, params.validation, f"{table} dt={day}", d.key)
+        output = validate_frame(frame, scores_contract, spec.validation, f"{table} dt={day}", spec.key)
         if output.report.quarantined or output.report.verdict == "fail":
             raise ContractViolation(f"{table} output breaks expectations/scores.json; nothing was written:\n"
                                     f"{output.text}")
@@ -249,9 +249,9 @@ def run(params: Params, source: Lake, sink: Lake, env: Env, day: date, model_ref
     return result
 
 
-def _size_partitions(lake: Lake, day: date) -> None:
+def _size_partitions(lake: Lake, table: str, day: date) -> None:
     """Split the input so every core gets work: about four input partitions per core."""
-    location = lake.location("features", day)
+    location = lake.location(table, day)
     if not location:
         return
     cores = spark_cores(lake.spark)

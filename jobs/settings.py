@@ -9,31 +9,23 @@ import sys
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"  # a registered model name
+IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"  # a table of the lake
+COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DataParams(Frozen):
-    key: str
-    label: str
-    label_delay_days: int = Field(gt=0)
-    numeric_features: tuple[str, ...]
-    categorical_features: tuple[str, ...]
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        return self.numeric_features + self.categorical_features
 
 
 class CovariateShift(Frozen):
@@ -75,15 +67,45 @@ class GeneratorParams(Frozen):
 
 
 class TrainParams(Frozen):
-    as_of: date
+    """The training window and what is kept of the holdout."""
+
+    as_of: date | None = None  # the day whose known labels `dvc repro` trains on (the DAGs pass --as-of)
     window_days: int = Field(gt=1)
     holdout_days: int = Field(gt=0)
     golden_rows: int = Field(ge=10, le=100_000)
-    lightgbm: dict[str, float | int | str]
 
 
-class ModelParams(Frozen):
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$")
+class LabelSpec(Frozen):
+    """Where a model's outcomes come from and when they are known."""
+
+    table: str = Field(pattern=IDENTIFIER)
+    column: str = Field(pattern=COLUMN)
+    delay_days: int = Field(gt=0)
+
+
+class FeatureSpec(Frozen):
+    numeric: tuple[Annotated[str, Field(pattern=COLUMN)], ...] = ()
+    categorical: tuple[Annotated[str, Field(pattern=COLUMN)], ...] = ()
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FeatureSpec:
+        if not self.all:
+            raise ValueError("a model needs at least one feature (numeric or categorical)")
+        repeated = sorted({c for c in self.all if self.all.count(c) > 1})
+        if repeated:
+            raise ValueError(f"features listed twice: {', '.join(repeated)}")
+        return self
+
+
+class TrainerSpec(Frozen):
+    """How a model is trained: a built-in trainer and its parameters."""
+
+    name: Literal["lightgbm"]
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
 
 
 class GateParams(Frozen):
@@ -164,11 +186,20 @@ class ValidationParams(Frozen):
     on_contract_change: Literal["fail", "warn"] = "fail"
 
 
-class Params(Frozen):
-    data: DataParams
-    generator: GeneratorParams
+class ModelSpec(Frozen):
+    """One model, declared once: its tables, features, trainer, gate, drift, retraining and scoring.
+
+    Parsed from params.yaml's `defaults` with the model's own entry laid over them key by key."""
+
+    name: str = Field(pattern=MODEL_NAME)
+    table: str = Field(pattern=IDENTIFIER)  # the feature table it reads (one contract: expectations/<table>.json)
+    key: str = Field(pattern=COLUMN)  # the entity key, unique per day
+    label: LabelSpec
+    task: Literal["binary"] = "binary"
+    features: FeatureSpec
+    trainer: TrainerSpec
     train: TrainParams
-    model: ModelParams
+    schedule: str = "@daily"  # the model's score_daily schedule (cron or preset)
     gate: GateParams
     retraining: RetrainingParams
     scoring: ScoringParams
@@ -176,33 +207,141 @@ class Params(Frozen):
     validation: ValidationParams
 
     @model_validator(mode="after")
-    def _overrides_name_features(self) -> Params:
-        unknown = sorted(set(self.drift.overrides) - set(self.data.features))
+    def _consistent(self) -> ModelSpec:
+        named = {self.key: "key", self.label.column: "label.column"}
+        for column in self.features.all:
+            if column in named:
+                raise ValueError(f"feature {column} is also the model's {named[column]}")
+        unknown = sorted(set(self.drift.overrides) - set(self.features.all))
         if unknown:
             raise ValueError(f"drift.overrides names unknown features: {', '.join(unknown)}")
         for feature, method in self.drift.overrides.items():
-            allowed = NUMERIC_METHODS if feature in self.data.numeric_features else CATEGORICAL_METHODS
+            allowed = NUMERIC_METHODS if feature in self.features.numeric else CATEGORICAL_METHODS
             if method not in allowed:
                 raise ValueError(f"drift.overrides.{feature}: {method} does not apply; use one of {', '.join(allowed)}")
         return self
 
     def digest(self) -> str:
-        """A stable hash of all parameters, recorded with every model version."""
+        """A stable hash of the model's whole spec, recorded with every model version."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+class Params(Frozen):
+    """params.yaml: every declared model, and the demo's synthetic upstream."""
+
+    path: Path
+    models: dict[str, ModelSpec]
+    generator: GeneratorParams | None = None
+
+    def model(self, name: str | None = None) -> ModelSpec:
+        """A declared model by name; without a name, the only one (several need a name)."""
+        if name is None:
+            if len(self.models) == 1:
+                return next(iter(self.models.values()))
+            raise ConfigError(f"{self.path} declares the models {', '.join(self.models)}: "
+                              "name one with --model-name")
+        if name not in self.models:
+            raise ConfigError(f"{self.path}: no model {name!r} is declared (declared: {', '.join(self.models)})")
+        return self.models[name]
+
+
+TOP_LEVEL = ("defaults", "models", "generator")
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` laid over `base` key by key: mappings merge, anything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _problem(error: ErrorDetails) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if error["type"] == "missing":
+        return f"{where}: required key missing"
+    return f"{where}: {error['msg']}" if where else error["msg"]
+
+
+def parse_params(raw: Any, path: Path) -> Params:
+    """Validate a params document; every problem is one error naming the file, the model and the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with `defaults` and `models`")
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key (allowed at the top: {', '.join(TOP_LEVEL)})")
+    defaults, declared = raw.get("defaults") or {}, raw.get("models")
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: defaults: expected a mapping of keys every model inherits")
+    if not isinstance(declared, dict) or not declared:
+        raise ConfigError(f"{path}: models: declare at least one model (models: {{NAME: {{table: ..., ...}}}})")
+    models = {}
+    for name, entry in declared.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: model {name}: expected a mapping of keys")
+        if "name" in entry:
+            raise ConfigError(f"{path}: model {name}: name: unknown key (the model's name is its key under models)")
+        try:
+            models[str(name)] = ModelSpec.model_validate({**merge(defaults, entry), "name": name})
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: model {name}: {_problem(exc.errors()[0])}") from None
+    try:
+        generator = GeneratorParams.model_validate(raw["generator"]) if raw.get("generator") else None
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: generator.{_problem(exc.errors()[0])}") from None
+    return Params(path=path, models=models, generator=generator)
+
+
+def _duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> str | None:
+    """The first key given twice in one mapping (plain YAML keeps the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                what = f"two models are named {key}" if path == ("models",) else f"{'.'.join((*path, key))} is given twice"
+                return f"line {key_node.start_mark.line + 1}: {what}"
+            seen.add(key)
+            found = _duplicate_key(value_node, (*path, key))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item, path)
+            if found:
+                return found
+    return None
+
+
+def params_path() -> Path:
+    return Path(os.environ.get("BATCHLOOP_PARAMS", PROJECT_ROOT / "params.yaml"))
+
+
 def load_params(path: Path | None = None) -> Params:
     """Parse params.yaml into frozen typed settings; a bad file is one clear error."""
-    path = path or Path(os.environ.get("BATCHLOOP_PARAMS", PROJECT_ROOT / "params.yaml"))
+    path = path or params_path()
     if not path.exists():
         raise ConfigError(f"params file not found: {path} (set BATCHLOOP_PARAMS)")
+    text = path.read_text()
     try:
-        return Params.model_validate(yaml.safe_load(path.read_text()))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "params"
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if duplicate:
+        raise ConfigError(f"{path}: {duplicate}")
+    return parse_params(raw, path)
+
+
+def load_model(name: str | None = None, path: Path | None = None) -> ModelSpec:
+    """One declared model's spec (the only one when no name is given)."""
+    return load_params(path).model(name)
 
 
 class Env(BaseSettings):

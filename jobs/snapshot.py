@@ -18,7 +18,7 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from jobs.errors import PartitionNotFound, SnapshotMismatch
-from jobs.settings import DataParams, TrainParams
+from jobs.settings import ModelSpec, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +55,24 @@ def choose_window(label_days: list[date], as_of: date, window_days: int, holdout
     return Window(as_of=as_of, first=days[0], last=days[-1], holdout_first=days[-holdout_days])
 
 
-def write(lake, data: DataParams, train: TrainParams, as_of: date, out: Path) -> dict:
+def write(lake, spec: ModelSpec, train: TrainParams, as_of: date, out: Path) -> dict:
     """Write the window known on `as_of` into `out` (replacing it); return what _window.json records."""
-    window = choose_window(lake.partitions("labels"), as_of, train.window_days, train.holdout_days,
-                           data.label_delay_days)
-    features = lake.read_range("features", window.first, window.last)
-    labels = (lake.read_range("labels", window.first, window.last)
+    window = choose_window(lake.partitions(spec.label.table), as_of, train.window_days, train.holdout_days,
+                           spec.label.delay_days)
+    features = lake.read_range(spec.table, window.first, window.last)
+    labels = (lake.read_range(spec.label.table, window.first, window.last)
               .where(F.col("available_at") <= F.lit(as_of))
-              .select(data.key, "dt", data.label, "available_at"))
-    rows = features.join(labels, [data.key, "dt"], "left")
+              .select(spec.key, "dt", spec.label.column, "available_at"))
+    rows = features.join(labels, [spec.key, "dt"], "left")
     counts = {r["dt"].isoformat(): int(r["count"]) for r in rows.groupBy("dt").count().collect()}
-    orphans = labels.join(features.select(data.key, "dt"), [data.key, "dt"], "left_anti").count()
+    orphans = labels.join(features.select(spec.key, "dt"), [spec.key, "dt"], "left_anti").count()
     if out.exists():
         shutil.rmtree(out)
     staging = out.with_name(f".{out.name}.staging")
     if staging.exists():
         shutil.rmtree(staging)
     for day in sorted(counts):
-        write_day(rows.where(F.col("dt") == F.lit(date.fromisoformat(day))).drop("dt").orderBy(data.key),
+        write_day(rows.where(F.col("dt") == F.lit(date.fromisoformat(day))).drop("dt").orderBy(spec.key),
                   staging / f"dt={day}" / "part-0.parquet")
     record = {"window": window.as_dict(), "rows": sum(counts.values()), "rows_per_day": dict(sorted(counts.items())),
               "labels_without_features": orphans}

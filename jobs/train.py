@@ -35,7 +35,7 @@ from jobs.registry import (
     VOCABULARY_ARTIFACT,
     WINDOW_ARTIFACT,
 )
-from jobs.settings import Env, Params
+from jobs.settings import Env, ModelSpec
 from jobs.validate import validate_frame
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,14 @@ class Trained:
     window: snapshots.Window
 
 
-def fit(X: pd.DataFrame, y: np.ndarray, params: Params):
+def fit(X: pd.DataFrame, y: np.ndarray, spec: ModelSpec):
     """Fit LightGBM with the hyperparameters from params.yaml on an encoded matrix."""
     import lightgbm as lgb
 
-    hp: dict[str, Any] = dict(params.train.lightgbm)
+    hp: dict[str, Any] = dict(spec.trainer.params)
     rounds = int(hp.pop("num_boost_round", 100))
     hp.update(verbosity=-1, deterministic=True)
-    dataset = lgb.Dataset(X, label=y, categorical_feature=list(params.data.categorical_features))
+    dataset = lgb.Dataset(X, label=y, categorical_feature=list(spec.features.categorical))
     return lgb.train(hp, dataset, num_boost_round=rounds)
 
 
@@ -80,17 +80,16 @@ def importance(booster) -> dict[str, float]:
     return {name: float(g) / total for name, g in zip(booster.feature_name(), gain, strict=True)}
 
 
-def run(params: Params, spark, env: Env, folder: Path, push: bool = True) -> Trained:
+def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Trained:
     """Train on a snapshot folder: verify and push it with DVC, validate, fit, evaluate, register."""
     from mlflow.exceptions import MlflowException
 
     client = registry.client(env.mlflow_tracking_uri)
-    d = params.data
     window = snapshots.Window.from_dict(snapshots.read_window(folder)["window"])
     record = versioning.track(env, folder, push=push)
-    contract = combine("snapshot", load_contract("features"), load_contract("labels"))
-    checked = validate_frame(snapshots.read(spark, folder), contract, params.validation,
-                             f"snapshot {window.first}..{window.last}", d.key, persist=True)
+    contract = combine("snapshot", load_contract(spec.table), load_contract(spec.label.table))
+    checked = validate_frame(snapshots.read(spark, folder), contract, spec.validation,
+                             f"snapshot {window.first}..{window.last}", spec.key, persist=True)
     raise_on_failure(checked.report, checked.text)
     passed = checked.passed
     train_rows = passed.where(F.col("dt") < F.lit(window.holdout_first))
@@ -98,32 +97,32 @@ def run(params: Params, spark, env: Env, folder: Path, push: bool = True) -> Tra
     log.info("loaded %d training rows (%d quarantined)", len(frame), checked.report.quarantined)
     holdout_mask = frame["dt"] >= window.holdout_first
     train, holdout = frame[~holdout_mask], frame[holdout_mask].reset_index(drop=True)
-    vocab: Vocabulary = learn_vocabulary(train, d.categorical_features)
-    X_train = encode_pandas(train, d.numeric_features, vocab)
-    X_holdout = encode_pandas(holdout, d.numeric_features, vocab)
-    y_train, y_holdout = train[d.label].to_numpy(), holdout[d.label].to_numpy()
-    booster = fit(X_train, y_train, params)
+    vocab: Vocabulary = learn_vocabulary(train, spec.features.categorical)
+    X_train = encode_pandas(train, spec.features.numeric, vocab)
+    X_holdout = encode_pandas(holdout, spec.features.numeric, vocab)
+    y_train, y_holdout = train[spec.label.column].to_numpy(), holdout[spec.label.column].to_numpy()
+    booster = fit(X_train, y_train, spec)
     log.info("fitted LightGBM on %d rows, holding out %d", len(train), len(holdout))
     holdout_scores = booster.predict(X_holdout)
-    q_train: Quality = quality(y_train, booster.predict(X_train), params.gate.calibration_bins)
-    q_holdout: Quality = quality(y_holdout, holdout_scores, params.gate.calibration_bins)
+    q_train: Quality = quality(y_train, booster.predict(X_train), spec.gate.calibration_bins)
+    q_holdout: Quality = quality(y_holdout, holdout_scores, spec.gate.calibration_bins)
     metrics = {**q_train.as_dict("train_"), **q_holdout.as_dict("holdout_"),
                "overfit_gap": q_train.auc - q_holdout.auc}
     weights = importance(booster)
-    profile = build_profile(train_rows, train, d, params.drift, holdout_scores, weights)
+    profile = build_profile(train_rows, train, spec, spec.drift, holdout_scores, weights)
     log.info("built the reference profile")
     checked.annotated.unpersist()
-    golden = golden_sample(holdout, holdout_scores, d.key, [d.key, *d.features],
-                           min(params.train.golden_rows, len(holdout)))
-    features_contract = load_contract("features")
+    golden = golden_sample(holdout, holdout_scores, spec.key, [spec.key, *spec.features.all],
+                           min(spec.train.golden_rows, len(holdout)))
+    features_contract = load_contract(spec.table)
 
     tags = {
         **record.as_tags(),
-        "params_hash": params.digest(),
+        "params_hash": spec.digest(),
         "git_commit": lineage.git_commit(),
         "code_version": lineage.code_version(),
         CONTRACT_TAG: features_contract.fingerprint,
-        "labels_contract_fingerprint": load_contract("labels").fingerprint,
+        "labels_contract_fingerprint": load_contract(spec.label.table).fingerprint,
         "training_window": f"{window.first}..{window.last}",
         "holdout_from": window.holdout_first.isoformat(),
         "as_of": window.as_of.isoformat(),
@@ -134,23 +133,23 @@ def run(params: Params, spark, env: Env, folder: Path, push: bool = True) -> Tra
     artifacts = {PROFILE_ARTIFACT: profile, VOCABULARY_ARTIFACT: vocab, GOLDEN_ARTIFACT: golden,
                  WINDOW_ARTIFACT: snapshots.read_window(folder)}
     try:
-        version = _log_and_register(params, client, booster, X_holdout, metrics, tags, checked.report,
+        version = _log_and_register(spec, client, booster, X_holdout, metrics, tags, checked.report,
                                             features_contract, record, artifacts, window)
     except MlflowException as exc:
         raise ServiceUnavailable(
             f"could not store the training run's artifacts and model through the MLflow server at "
             f"{env.mlflow_tracking_uri} (is its artifact store, S3, up?); nothing was registered: "
             f"{str(exc).splitlines()[0][:300]}") from None
-    registry.move_alias(client, params.model.name, registry.CHALLENGER, version,
+    registry.move_alias(client, spec.name, registry.CHALLENGER, version,
                         f"trained on {window.first}..{window.last}", window.as_of + timedelta(days=1),
                         lineage.run_id())
-    model = registry.resolve(client, f"models:/{params.model.name}/{version}")
+    model = registry.resolve(client, f"models:/{spec.name}/{version}")
     log.info("registered %s as @challenger: holdout AUC %.4f (train %.4f), snapshot %s", model.uri,
              q_holdout.auc, q_train.auc, record.md5)
     return Trained(model, metrics, window)
 
 
-def _log_and_register(params: Params, client, booster, X_holdout: pd.DataFrame, metrics: dict[str, float],
+def _log_and_register(spec: ModelSpec, client, booster, X_holdout: pd.DataFrame, metrics: dict[str, float],
                       tags: dict[str, str], report, features_contract, record: versioning.Record,
                       artifacts: dict[str, Any], window: snapshots.Window) -> str:
     """One MLflow run with everything a version needs, then the registered version."""
@@ -159,8 +158,8 @@ def _log_and_register(params: Params, client, booster, X_holdout: pd.DataFrame, 
 
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"train-{window.as_of}") as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({f"lgbm_{k}": v for k, v in params.train.lightgbm.items()})
-        mlflow.log_params({"window_days": params.train.window_days, "holdout_days": params.train.holdout_days,
+        mlflow.log_params({f"lgbm_{k}": v for k, v in spec.trainer.params.items()})
+        mlflow.log_params({"window_days": spec.train.window_days, "holdout_days": spec.train.holdout_days,
                            "as_of": window.as_of.isoformat(), "snapshot_md5": record.md5})
         mlflow.log_metrics(metrics)
         mlflow.set_tags(tags)
@@ -168,7 +167,7 @@ def _log_and_register(params: Params, client, booster, X_holdout: pd.DataFrame, 
                             "validation_quarantined": report.quarantined})
         mlflow.log_dict(report.as_dict(), "validation/snapshot.json")
         mlflow.log_dict(features_contract.document, CONTRACT_ARTIFACT)
-        mlflow.log_dict(load_contract("labels").document, "contract/labels.json")
+        mlflow.log_dict(load_contract(spec.label.table).document, "contract/labels.json")
         mlflow.log_text(record.text, f"{DVC_ARTIFACT_DIR}/{Path(record.source).name}")
         for name, content in artifacts.items():
             (Path(tmp) / name).write_text(json.dumps(content))
@@ -177,9 +176,9 @@ def _log_and_register(params: Params, client, booster, X_holdout: pd.DataFrame, 
         info = mlflow.lightgbm.log_model(
             booster, name="model", input_example=example,
             signature=infer_signature(example, booster.predict(example)),
-            registered_model_name=params.model.name,
+            registered_model_name=spec.name,
         )
         version = str(info.registered_model_version)
         for key, value in {**tags, "training_run_id": run.info.run_id}.items():
-            client.set_model_version_tag(params.model.name, version, key, value)
+            client.set_model_version_tag(spec.name, version, key, value)
     return version

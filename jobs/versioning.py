@@ -138,15 +138,15 @@ def _lock_entry(env: Env, rel: str) -> tuple[dict, str] | None:
 
 
 def _pipeline_outs(env: Env) -> dict[str, str]:
-    """Output path -> the dvc.yaml stage that writes it."""
-    spec = env.dvc_root / "dvc.yaml"
-    if not spec.exists():
+    """Output path -> the dvc.yaml stage that writes it (`foreach` stages resolved by DVC, e.g. `snapshot@churn`)."""
+    if not (env.dvc_root / "dvc.yaml").exists():
         return {}
-    outs = {}
-    for name, stage in ((yaml.safe_load(spec.read_text()) or {}).get("stages", {})).items():
-        for out in stage.get("outs", []):
-            outs[next(iter(out)) if isinstance(out, dict) else str(out)] = name
-    return outs
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    with Repo(str(env.dvc_root)) as repo:
+        return {str(out.def_path): stage.name for stage in repo.index.stages
+                if isinstance(stage, PipelineStage) for out in stage.outs}
 
 
 def relative(env: Env, folder: Path) -> str:

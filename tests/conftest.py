@@ -28,10 +28,19 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 @pytest.fixture(scope="session")
-def params():
+def spec():
+    """The churn model's spec, as params.yaml declares it."""
+    from jobs.settings import load_model
+
+    return load_model("churn", ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def generator():
+    """The demo's synthetic upstream."""
     from jobs.settings import load_params
 
-    return load_params(ROOT / "params.yaml")
+    return load_params(ROOT / "params.yaml").generator
 
 
 @pytest.fixture(scope="session")
@@ -205,9 +214,9 @@ def dag_world(services, tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("dagworld")
     repo = make_dvc_repo(root / "repo", services)
     own = yaml.safe_load((ROOT / "params.yaml").read_text())
-    own["model"]["name"] = MODEL
+    own["models"] = {MODEL: own["models"]["churn"]}
     own["generator"]["rows"] = 1500
-    own["gate"]["max_overfit_gap"] = 0.25  # 1,500 subscribers a day overfit more than production volumes
+    own["defaults"]["gate"]["max_overfit_gap"] = 0.25  # 1,500 subscribers a day overfit more than production volumes
     (repo / "params.yaml").write_text(yaml.safe_dump(own))
     (root / "airflow").mkdir()
     port = free_ports(["BATCHLOOP_SPARK_CONNECT_PORT"])

@@ -158,9 +158,9 @@ def main() -> None:
     ref_rows = int(os.environ.get("BENCH_REFERENCE_ROWS", "1000000"))
     cur_rows = int(os.environ.get("BENCH_CURRENT_ROWS", "5000000"))
     cores = os.cpu_count() or 1
-    params = load_params()
-    params = params.model_copy(update={"data": params.data.model_copy(update={
-        "key": "id", "numeric_features": tuple(NUMERIC), "categorical_features": tuple(CATEGORICAL)})})
+    spec = load_params().model("churn")
+    spec = spec.model_copy(update={"key": "id", "features": spec.features.model_copy(update={
+        "numeric": tuple(NUMERIC), "categorical": tuple(CATEGORICAL)})})
     figures: dict = {}
     with tempfile.TemporaryDirectory(prefix="batchloop-bench-") as tmp:
         t0 = time.perf_counter()
@@ -178,7 +178,7 @@ def main() -> None:
 
         def profile_once() -> dict:
             frame = pq.ParquetDataset(ref_files).read(columns=[*NUMERIC, "score"]).to_pandas()
-            built = build_profile(reference, frame, params.data, params.drift, frame["score"].to_numpy(), importance)
+            built = build_profile(reference, frame, spec, spec.drift, frame["score"].to_numpy(), importance)
             return json.loads(json.dumps(built, default=drift._json_default))  # as the job loads it
 
         with PeakMemory() as peak:
@@ -189,7 +189,7 @@ def main() -> None:
         features, scores = current.drop("score"), current.select("id", "score")
 
         def job() -> dict:
-            return drift.compare(profile, drift.collect(features, scores, profile, params), params)
+            return drift.compare(profile, drift.collect(features, scores, profile, spec), spec)
 
         with PeakMemory() as peak:
             job_s, job_runs = timed(job)

@@ -42,27 +42,27 @@ DAY, TRAIN_DAY = date(2026, 1, 20), date(2026, 1, 19)
 TREES, LEAVES = 200, 31
 
 
-def model_and_scorer(params, cores: int):
+def model_and_scorer(spec, generator, cores: int):
     """A 200 x 31 LightGBM on one generated day, and the Scorer the job would load for it."""
-    d = params.data
-    day = generate.generate_day(params.generator, d, TRAIN_DAY, 300_000, params.generator.seed)
-    vocab = learn_vocabulary(day.features, d.categorical_features)
-    X = encode_pandas(day.features, d.numeric_features, vocab)
-    hp = {**params.train.lightgbm, "num_leaves": LEAVES, "min_data_in_leaf": 20, "num_boost_round": TREES,
+    d = spec
+    day = generate.generate_day(generator, d, TRAIN_DAY, 300_000, generator.seed)
+    vocab = learn_vocabulary(day.features, d.features.categorical)
+    X = encode_pandas(day.features, d.features.numeric, vocab)
+    hp = {**spec.trainer.params, "num_leaves": LEAVES, "min_data_in_leaf": 20, "num_boost_round": TREES,
           "num_threads": cores}
-    booster = train.fit(X, day.labels[d.label].to_numpy(), params.model_copy(
-        update={"train": params.train.model_copy(update={"lightgbm": hp})}))
+    booster = train.fit(X, day.labels[d.label.column].to_numpy(), spec.model_copy(
+        update={"trainer": spec.trainer.model_copy(update={"params": hp})}))
     assert booster.num_trees() == TREES
-    ranges = {c: (float(X[c].min()), float(X[c].max())) for c in d.numeric_features}
+    ranges = {c: (float(X[c].min()), float(X[c].max())) for c in d.features.numeric}
     model = registry.ResolvedModel("bench", "1", "champion", "bench-run", reference="models:/bench@champion")
     return booster, vocab, score.Scorer(model, booster.model_to_string(), list(booster.feature_name()), vocab,
                                         ranges, {})
 
 
-def limit(files: list[str], columns: list[str], params, vocab, booster, cores: int) -> np.ndarray:
+def limit(files: list[str], columns: list[str], spec, vocab, booster, cores: int) -> np.ndarray:
     """(a): the files into numpy in this process, then the model's own predict on all cores."""
     frame = pq.ParquetDataset(files).read(columns=columns).to_pandas()
-    X = np.ascontiguousarray(encode_pandas(frame, params.data.numeric_features, vocab).to_numpy())
+    X = np.ascontiguousarray(encode_pandas(frame, spec.features.numeric, vocab).to_numpy())
     return booster.predict(X, num_threads=cores)
 
 
@@ -70,16 +70,17 @@ def main() -> None:
     rows = int(os.environ.get("BENCH_ROWS", "5000000"))
     cores = os.cpu_count() or 1
     params = load_params()
-    d = params.data
+    spec, generator = params.model("churn"), params.generator
+    d = spec
     with tempfile.TemporaryDirectory(prefix="batchloop-bench-") as tmp:
         env = Env(_env_file=None, state_dir=Path(tmp), lake_format="parquet", lake_root=f"{tmp}/lake",
                   spark_driver_memory="4g")
         spark = build_session(env, "bench-scoring")
         lake = Lake(spark, env)
-        generate.run(params.generator, d, lake, DAY, 1, rows, params.generator.seed)
-        booster, vocab, scorer = model_and_scorer(params, cores)
+        generate.run(generator, d, lake, DAY, 1, rows, generator.seed)
+        booster, vocab, scorer = model_and_scorer(spec, generator, cores)
         files = sorted(str(p) for p in Path(lake.location("features", DAY).replace("file:", "")).rglob("*.parquet"))
-        columns = [d.key, *d.numeric_features, *d.categorical_features]
+        columns = [d.key, *d.features.numeric, *d.features.categorical]
         score._size_partitions(lake, DAY)
         df = lake.read_partition("features", DAY)
         print(f"{rows:,} rows x {len(scorer.names)} features in {len(files)} Parquet files, "
@@ -89,7 +90,7 @@ def main() -> None:
         import mlflow
         from mlflow.models import infer_signature
 
-        encoded = encode_spark(df, d.key, d.numeric_features, vocab)
+        encoded = encode_spark(df, d.key, d.features.numeric, vocab)
         sample = encoded.limit(100).toPandas().drop(columns=[d.key])
         model_dir = f"{tmp}/model"
         mlflow.lightgbm.save_model(booster, model_dir, signature=infer_signature(sample, booster.predict(sample)))
@@ -97,18 +98,18 @@ def main() -> None:
         via_udf = encoded.select(d.key, udf(*[F.col(c) for c in scorer.names]).alias("score"))
 
         # (c) the job's pass, with the lineage columns it writes
-        via_job = score.lineage_columns(score.predict_frame(df, d.key, [scorer], 0, params.scoring.arrow_batch_rows),
+        via_job = score.lineage_columns(score.predict_frame(df, d.key, [scorer], 0, spec.scoring.arrow_batch_rows),
                                         0, d.key, scorer, "bench-run", datetime.now(UTC), False)
 
         # the same scores from all three, before anything is timed
-        expected = limit(files, columns, params, vocab, booster, cores)
+        expected = limit(files, columns, spec, vocab, booster, cores)
         for name, out in (("spark_udf", via_udf), ("job", via_job)):
             got = out.agg(F.count("score").alias("n"), F.sum("score").alias("s")).first()
             assert got["n"] == rows and abs(got["s"] - expected.sum()) < 1e-6 * rows, (name, got, expected.sum())
 
         figures = {}
         for name, run in (
-            ("limit", lambda: limit(files, columns, params, vocab, booster, cores)),
+            ("limit", lambda: limit(files, columns, spec, vocab, booster, cores)),
             ("spark_udf", lambda: via_udf.write.format("noop").mode("overwrite").save()),
             ("job", lambda: via_job.write.format("noop").mode("overwrite").save()),
         ):
@@ -118,7 +119,7 @@ def main() -> None:
                              "rows_per_s": round(rows / median), "peak_rss_gib": peak.gib}
         # the pure predict, for reference: the matrix already in memory
         frame = pq.ParquetDataset(files).read(columns=columns).to_pandas()
-        X = np.ascontiguousarray(encode_pandas(frame, d.numeric_features, vocab).to_numpy())
+        X = np.ascontiguousarray(encode_pandas(frame, d.features.numeric, vocab).to_numpy())
         predict_s, _ = timed(lambda: booster.predict(X, num_threads=cores))
         spark.stop()
 
@@ -127,7 +128,7 @@ def main() -> None:
               "predict_only_rows_per_s": round(rows / predict_s),
               "job_vs_limit": round(c / a, 3), "goal_job_vs_limit_at_least": 0.85,
               "job_vs_spark_udf": round(c / b, 3), "goal_job_vs_spark_udf_at_least": 2.0,
-              "spark": f"local[{cores}], {params.scoring.arrow_batch_rows} rows per Arrow batch"}
+              "spark": f"local[{cores}], {spec.scoring.arrow_batch_rows} rows per Arrow batch"}
     path = write("scoring", result)
     print(f"\nscoring benchmark: {rows:,} rows, medians of 3 after a warm-up")
     print(f"  {'':44} {'seconds':>8} {'rows/s':>12} {'peak RSS':>9}")

@@ -46,20 +46,21 @@ def plain_pass(df, contract) -> dict:
 def main() -> None:
     rows = int(os.environ.get("BENCH_ROWS", "5000000"))
     params = load_params()
+    spec, generator = params.model("churn"), params.generator
     with tempfile.TemporaryDirectory(prefix="batchloop-bench-") as tmp:
         env = Env(_env_file=None, state_dir=Path(tmp), lake_format="parquet", lake_root=f"{tmp}/lake",
                   spark_driver_memory="6g")
         spark = build_session(env, "bench-validation")
         lake = Lake(spark, env)
         t0 = time.perf_counter()
-        generate.run(params.generator, params.data, lake, DAY, 1, rows, params.generator.seed)
+        generate.run(generator, spec, lake, DAY, 1, rows, generator.seed)
         print(f"generated {rows:,} rows in {time.perf_counter() - t0:.1f} s")
         df = lake.read_partition("features", DAY)
         contract = load_contract("features")
         plain_s, plain_runs = timed(lambda: plain_pass(df, contract))
         with PeakMemory() as peak:
-            ours_s, ours_runs = timed(lambda: validate_frame(df, contract, params.validation, "bench", None))
-        report = validate_frame(df, contract, params.validation, "bench", None).report
+            ours_s, ours_runs = timed(lambda: validate_frame(df, contract, spec.validation, "bench", None))
+        report = validate_frame(df, contract, spec.validation, "bench", None).report
         spark.stop()
     result = {
         "rows": rows, "expectations": len(contract.expectations), "row_rules": len(contract.row_rules),

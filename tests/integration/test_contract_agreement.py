@@ -37,9 +37,9 @@ def great_expectations_counts(df, suite_name: str) -> dict[str, tuple[bool, int 
     return out
 
 
-def test_every_rule_counts_the_same_failing_rows_as_great_expectations(spark, params):
+def test_every_rule_counts_the_same_failing_rows_as_great_expectations(spark, spec, generator):
     # given a day with a handful of bad values of every kind the contract knows
-    pdf = generate_day(params.generator, params.data, date(2026, 1, 20), 2000, seed=5).features
+    pdf = generate_day(generator, spec, date(2026, 1, 20), 2000, seed=5).features
     pdf.loc[3, "support_calls"] = -2                       # negative count
     pdf.loc[4, "complaint_score"] = 12.5                   # out of range
     pdf.loc[5, "tariff_plan"] = "platinum"                 # unseen category
@@ -48,9 +48,9 @@ def test_every_rule_counts_the_same_failing_rows_as_great_expectations(spark, pa
     pdf.loc[9:60, "tenure_months"] = np.nan                # 2.6% missing (null in Spark): within its `mostly`
     pdf.loc[10, "subscriber_id"] = pdf.loc[11, "subscriber_id"]  # duplicate key
     contract = load_contract("features")
-    df = spark.createDataFrame(pdf, feature_schema(params.data))
+    df = spark.createDataFrame(pdf, feature_schema(spec))
     # when both validate it
-    ours = validate_frame(df, contract, params.validation, "agreement", params.data.key)
+    ours = validate_frame(df, contract, spec.validation, "agreement", spec.key)
     theirs = great_expectations_counts(df, "features")
     # then every column rule has the same failing-row count and the same verdict
     counted = {f.expectation: f.failed_rows for f in ours.report.findings}
@@ -68,13 +68,13 @@ def test_every_rule_counts_the_same_failing_rows_as_great_expectations(spark, pa
     assert flagged == ours.report.quarantined == 6  # five bad values and both copies of the duplicate key
 
 
-def test_a_nan_breaks_the_range_rule_as_in_great_expectations_spark_engine(spark, params):
+def test_a_nan_breaks_the_range_rule_as_in_great_expectations_spark_engine(spark, spec, generator):
     # a NaN in a float column is not a null: it is outside every range (Great Expectations' pandas
     # engine would count it as missing; its Spark engine, like batchloop, does not)
-    pdf = generate_day(params.generator, params.data, date(2026, 1, 20), 500, seed=5).features
-    df = spark.createDataFrame(pdf, feature_schema(params.data)).withColumn(
+    pdf = generate_day(generator, spec, date(2026, 1, 20), 500, seed=5).features
+    df = spark.createDataFrame(pdf, feature_schema(spec)).withColumn(
         "download_mbps", F.when(F.col("subscriber_id") == 7, F.lit(float("nan"))).otherwise(F.col("download_mbps")))
-    ours = validate_frame(df, load_contract("features"), params.validation, "nan", params.data.key)
+    ours = validate_frame(df, load_contract("features"), spec.validation, "nan", spec.key)
     theirs = great_expectations_counts(df, "features")
     counted = {f.expectation: f.failed_rows for f in ours.report.findings}
     for rule, expected in (("expect_column_values_to_be_between(download_mbps)", 1),

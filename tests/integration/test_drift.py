@@ -46,7 +46,7 @@ def exact(ref: pd.DataFrame, cur: pd.DataFrame, coarse_edges: np.ndarray) -> dic
 
 
 @pytest.mark.parametrize("name", ["no_drift", "mean_shift", "variance_change", "new_category", "quality_incident"])
-def test_one_pass_statistics_match_exact_computations(spark, params, name):
+def test_one_pass_statistics_match_exact_computations(spark, spec, name):
     # given reference and current data of the scenario, as Spark DataFrames
     rng = np.random.default_rng(["no_drift", "mean_shift", "variance_change", "new_category",
                                  "quality_incident"].index(name))
@@ -74,7 +74,7 @@ def test_one_pass_statistics_match_exact_computations(spark, params, name):
     assert abs(ours["ks"] - truth["ks"]) <= 0.002
     assert ours["wasserstein"] == pytest.approx(truth["wasserstein"], rel=0.01)
     # and the verdicts are the same
-    t = params.drift.thresholds
+    t = spec.drift.thresholds
     assert (ours["wasserstein"] > t.wasserstein) == (truth["wasserstein"] > t.wasserstein)
     assert (ours["cat_jensenshannon"] > t.jensenshannon) == (truth["cat_jensenshannon"] > t.jensenshannon)
     expected_drift = {"no_drift": False, "mean_shift": True, "variance_change": True, "new_category": False,

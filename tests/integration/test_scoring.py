@@ -74,11 +74,11 @@ def test_top_contributions_are_written_when_switched_on(champion, lake, env):
     scoring.run(with_top, lake, retro, env, DAY)
     rows = retro.read_partition("scores", DAY).select("top_features").limit(5).collect()
     assert all(len(r.top_features) == 3 for r in rows)
-    features = set(p.data.features)
+    features = set(p.features.all)
     assert all(c.feature in features for r in rows for c in r.top_features)
 
 
-def test_the_challenger_is_shadow_scored_in_the_same_pass(champion, world, lake, env, params):
+def test_the_challenger_is_shadow_scored_in_the_same_pass(champion, world, lake, env, spec):
     # given a challenger waiting for a manual promotion
     p, model = champion
     manual = p.model_copy(update={"gate": p.gate.model_copy(update={"mode": "manual"})})

@@ -20,9 +20,9 @@ LINEAGE_TAGS = {"dvc_md5", "dvc_record", "dvc_path", "git_commit", "params_hash"
 
 
 @pytest.fixture(scope="module")
-def two_versions(world, params, lake, env):
+def two_versions(world, spec, lake, env):
     """Version 1 trained on the labels known on 2026-02-06, version 2 on those known on 2026-02-26."""
-    p = with_model_name(params, NAME)
+    p = with_model_name(spec, NAME)
     first = train_version(p, lake, env, date(2026, 2, 6), env.dvc_root / "data" / "training_a")
     second = train_version(p, lake, env, date(2026, 2, 26), env.dvc_root / "data" / "training_b")
     return p, first, second

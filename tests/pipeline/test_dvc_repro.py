@@ -33,10 +33,10 @@ def test_dvc_repro_snapshots_validates_trains_and_evaluates(dag_world, trained, 
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # then every stage ran and dvc.lock records the snapshot and the metrics
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"snapshot", "validate", "train", "evaluate"}
-    snapshot_md5 = lock["stages"]["snapshot"]["outs"][0]["md5"]
-    trained_by_repro = json.loads((repo / "metrics" / "train.json").read_text())
-    evaluation = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert set(lock["stages"]) == {f"{stage}@{MODEL}" for stage in ("snapshot", "validate", "train", "evaluate")}
+    snapshot_md5 = lock["stages"][f"snapshot@{MODEL}"]["outs"][0]["md5"]
+    trained_by_repro = json.loads((repo / "metrics" / MODEL / "train.json").read_text())
+    evaluation = json.loads((repo / "metrics" / MODEL / "evaluate.json").read_text())
     assert evaluation["challenger"] == trained_by_repro["model"] and evaluation["champion"] == f"models:/{MODEL}/1"
     # and the registered version points at that snapshot, recorded in dvc.lock and pushed to S3
     client = registry.client(services.config["MLFLOW_TRACKING_URI"])

@@ -101,15 +101,15 @@ def test_s3_down_for_longer_than_the_retries_is_a_clear_error_then_a_clean_push(
 
 
 def test_s3_stopped_during_an_mlflow_upload_fails_clearly_and_registers_nothing(fragile, fragile_env, champion,
-                                                                               lake, params):
+                                                                               lake, spec):
     # given a training snapshot and the MLflow server's artifact store (S3) stopped
     from jobs import train
 
-    p = with_model_name(params, "churn_fault")
+    p = with_model_name(spec, "churn_fault")
     folder = fragile_env.dvc_root / "data" / "fault_train"
     from jobs import snapshot
 
-    snapshot.write(lake, p.data, p.train, date(2026, 2, 10), folder)
+    snapshot.write(lake, p, p.train, date(2026, 2, 10), folder)
     fragile.stop(service(fragile, "s3"), grace=2)
     client = registry.client(fragile_env.mlflow_tracking_uri)
     try:

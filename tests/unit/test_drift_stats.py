@@ -65,10 +65,10 @@ def test_p_value_tests_drift_below_and_distances_above_their_threshold():
     assert not drift_stats.drifted("wasserstein", float("nan"), None, 0.1)
 
 
-def test_an_override_and_learned_thresholds_come_from_params(params):
-    drift_params = params.drift.model_copy(update={
+def test_an_override_and_learned_thresholds_come_from_params(spec):
+    drift_params = spec.drift.model_copy(update={
         "overrides": {"monthly_charges": "psi"},
-        "learned_thresholds": params.drift.learned_thresholds.model_copy(update={"enabled": True})})
+        "learned_thresholds": spec.drift.learned_thresholds.model_copy(update={"enabled": True})})
     edges = np.linspace(0, 1, 9)
     ref = hist(np.random.default_rng(0).uniform(size=5000), edges)
     learned = {"monthly_charges": {"psi": {"mean": 0.01, "std": 0.005, "chunks": 10}}}

@@ -8,24 +8,79 @@ from pydantic import ValidationError
 from jobs.errors import ConfigError, InvalidParameter
 from jobs.lake import check_identifier
 from jobs.registry import parse_model_ref
-from jobs.settings import load_params
+from jobs.settings import load_model, load_params
 from jobs.snapshot import choose_window
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_params_are_frozen_and_hashable(params):
+def test_a_spec_is_frozen_and_hashable(spec):
     with pytest.raises(ValidationError):
-        params.model.name = "other"
-    assert len(params.digest()) == 16 and params.digest() == load_params(ROOT / "params.yaml").digest()
+        spec.name = "other"
+    assert len(spec.digest()) == 16 and spec.digest() == load_model("churn", ROOT / "params.yaml").digest()
 
 
-def test_an_unknown_or_bad_key_is_one_clear_error(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["train"]["window_dayz"] = 3
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match="train.window_dayz"):
+def project() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def write(tmp_path, raw: dict) -> Path:
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return tmp_path / "p.yaml"
+
+
+def second_model(raw: dict, name: str = "upsell", **overrides) -> dict:
+    raw["models"][name] = {**raw["models"]["churn"], "label": {"table": "upsell_labels", "column": "upsold",
+                                                                "delay_days": 14}, **overrides}
+    return raw
+
+
+def test_every_key_a_model_sets_overrides_the_default_and_the_rest_is_inherited(tmp_path):
+    raw = second_model(project(), gate={"max_auc_drop": 0.03}, schedule="0 6 * * *")
+    params = load_params(write(tmp_path, raw))
+    churn, upsell = params.model("churn"), params.model("upsell")
+    assert upsell.gate.max_auc_drop == 0.03 and churn.gate.max_auc_drop == 0.01
+    assert upsell.gate.bootstrap_samples == churn.gate.bootstrap_samples == 500  # merged key by key
+    assert (upsell.schedule, churn.schedule) == ("0 6 * * *", "@daily")
+    assert upsell.label.table == "upsell_labels" and upsell.digest() != churn.digest()
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda r: r["models"]["churn"]["train"].update(window_dayz=3) if "train" in r["models"]["churn"]
+     else r["models"]["churn"].update(train={"window_dayz": 3}), "model churn: train.window_dayz: unknown key"),
+    (lambda r: r["models"]["churn"].pop("key"), "model churn: key: required key missing"),
+    (lambda r: r["defaults"]["gate"].pop("confidence"), "model churn: gate.confidence: required key missing"),
+    (lambda r: r["models"]["churn"].update(task="ranking"), "model churn: task: "),
+    (lambda r: r["models"]["churn"]["trainer"].update(name="catboost"), "model churn: trainer.name: "),
+    (lambda r: r["models"]["churn"]["features"].update(categorical=["region", "region"]),
+     "model churn: features: .*listed twice: region"),
+    (lambda r: r["models"]["churn"].update(table="Features; DROP"), "model churn: table: "),
+    (lambda r: r.update(modles={}), "modles: unknown key"),
+    (lambda r: r.pop("models"), "models: declare at least one model"),
+])
+def test_a_bad_spec_is_one_error_naming_the_file_the_model_and_the_key(tmp_path, change, expected):
+    raw = project()
+    change(raw)
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError, match=f"^{path}: {expected}"):
+        load_params(path)
+
+
+def test_two_models_with_the_same_name_are_refused(tmp_path):
+    text = (ROOT / "params.yaml").read_text()
+    entry = text[text.index("  churn:\n"):text.index("# the demo's synthetic upstream")]
+    (tmp_path / "p.yaml").write_text(text.replace(entry, entry + entry))
+    with pytest.raises(ConfigError, match="two models are named churn"):
         load_params(tmp_path / "p.yaml")
+
+
+def test_a_command_names_its_model_when_several_are_declared(tmp_path):
+    params = load_params(write(tmp_path, second_model(project())))
+    with pytest.raises(ConfigError, match="declares the models churn, upsell: name one with --model-name"):
+        params.model()
+    with pytest.raises(ConfigError, match="no model 'fraud' is declared"):
+        params.model("fraud")
+    assert load_params(ROOT / "params.yaml").model().name == "churn"  # one declared: the default
 
 
 @pytest.mark.parametrize("ref,expected", [
