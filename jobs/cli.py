@@ -81,7 +81,7 @@ def _settings(name: str | None = None, ref: str | None = None):
     params = load_params()
     if name is None and ref is not None and parse_model_ref(ref)[0] in params.models:
         name = parse_model_ref(ref)[0]
-    spec = params.model(name)
+    spec = params.check_contracts(params.model(name))
     if ref is not None and parse_model_ref(ref)[0] != spec.name:
         raise InvalidParameter(f"--model {ref} is not a version of the model {spec.name}: "
                                f"give --model models:/{spec.name}/VERSION or --model-name {parse_model_ref(ref)[0]}")

@@ -25,11 +25,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, FloatType
 
 from jobs.errors import ContractViolation
-from jobs.settings import PROJECT_ROOT, ValidationParams
+from jobs.settings import CONTRACTS_DIR, ValidationParams
 
 log = logging.getLogger(__name__)
 
-CONTRACTS_DIR = PROJECT_ROOT / "expectations"
 FAILED = "failed_expectations"
 COLUMN_MAP = {
     "expect_column_values_to_not_be_null",

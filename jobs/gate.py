@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from jobs.metrics import Quality
+from jobs.metrics import Quality, oriented
 from jobs.settings import GateParams
 
 
@@ -35,20 +35,27 @@ class Verdict:
                 "checks": [asdict(c) for c in self.checks]}
 
 
-def decide(challenger: Quality, challenger_train_auc: float, champion: Quality | None,
-           auc_difference_low: float | None, params: GateParams, challenger_uri: str,
+def decide(primary: str, challenger: Quality, challenger_train: float, champion: Quality | None,
+           difference: tuple[float, float] | None, params: GateParams, challenger_uri: str,
            champion_uri: str | None) -> Verdict:
-    """Every check on the same holdout rows; the challenger passes only if all of them pass."""
+    """Every check on the same holdout rows; the challenger passes only if all of them pass.
+
+    `difference` is the interval of primary(challenger) - primary(champion) on those rows; the
+    check takes its worse end, whichever way the metric improves (AUC up, RMSE down)."""
     checks = []
-    gap = challenger_train_auc - challenger.auc
+    holdout = challenger[primary]
+    gap = oriented(primary, challenger_train - holdout)
     checks.append(Check("overfitting", gap, params.max_overfit_gap, gap <= params.max_overfit_gap,
-                        f"train AUC - holdout AUC = {gap:.4f} (at most {params.max_overfit_gap})"))
-    if champion is not None and auc_difference_low is not None:
+                        f"train {primary} {challenger_train:.4f} vs holdout {holdout:.4f}: {gap:.4f} better on "
+                        f"train (at most {params.max_overfit_gap})"))
+    if champion is not None and difference is not None:
+        low, high = difference
+        worst = min(oriented(primary, low), oriented(primary, high))
         checks.append(Check(
-            "auc", auc_difference_low, -params.max_auc_drop, auc_difference_low >= -params.max_auc_drop,
-            f"AUC {challenger.auc:.4f} vs champion {champion.auc:.4f}; lower bound of the "
-            f"{params.confidence:.0%} interval of the difference {auc_difference_low:+.4f} "
-            f"(at least {-params.max_auc_drop:+.4f})"))
+            primary, worst, -params.max_degradation, worst >= -params.max_degradation,
+            f"{primary} {holdout:.4f} vs champion {champion[primary]:.4f}; the {params.confidence:.0%} interval of "
+            f"the difference is [{low:+.4f}, {high:+.4f}], at worst {-worst:.4f} worse "
+            f"(at most {params.max_degradation})"))
         worse = challenger.calibration_error - champion.calibration_error
         checks.append(Check(
             "calibration", worse, params.max_calibration_increase, worse <= params.max_calibration_increase,

@@ -1,9 +1,12 @@
 """Performance on matured labels: what production served on day D-30, judged by the labels known on D.
 
-One aggregation per run: scores (and shadow scores) joined with the day's labels are
-counted per model version and score bin (10,000 bins of the [0, 1] score range), and
-AUC, log loss, Brier score and calibration error are computed from those counts. AUC
-treats scores within one bin as tied, which moves it by well under 1e-4.
+One aggregation per run and task. Binary models: scores (and shadow scores) joined with
+the day's labels are counted per model version and score bin (10,000 bins of the [0, 1]
+score range), and AUC, log loss, Brier score and calibration error are computed from
+those counts; AUC treats scores within one bin as tied, which moves it by well under
+1e-4. Regression models: sums of errors, squared errors and outcomes per version give
+RMSE, MAE and R-squared exactly; the calibration error uses prediction deciles from
+Spark's approximate percentiles (relative error 1e-4) and a second, grouped pass.
 """
 
 from __future__ import annotations
@@ -17,21 +20,25 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.lake import Lake
-from jobs.settings import ModelSpec
+from jobs.settings import TASK_METRICS, ModelSpec
 
 log = logging.getLogger(__name__)
 
 SCORE_BINS = 10_000
 CALIBRATION_BINS = 10
 
+# one table for both tasks: a binary model's rows leave the regression metrics empty and the other way round
 SCHEMA = T.StructType([
     T.StructField("source", T.StringType()), T.StructField("model_name", T.StringType()),
     T.StructField("model_version", T.StringType()), T.StructField("rows", T.LongType()),
     T.StructField("positives", T.LongType()), T.StructField("auc", T.DoubleType()),
     T.StructField("log_loss", T.DoubleType()), T.StructField("brier", T.DoubleType()),
     T.StructField("calibration_error", T.DoubleType()), T.StructField("measured_on", T.DateType()),
-    T.StructField("computed_at", T.TimestampType()),
+    T.StructField("computed_at", T.TimestampType()), T.StructField("task", T.StringType()),
+    T.StructField("label_mean", T.DoubleType()), T.StructField("rmse", T.DoubleType()),
+    T.StructField("mae", T.DoubleType()), T.StructField("r2", T.DoubleType()),
 ])
+KEYS = ("source", "model_name", "model_version")
 
 
 def auc_from_bins(positives: np.ndarray, negatives: np.ndarray) -> float:
@@ -48,7 +55,47 @@ def calibration_from_bins(count: np.ndarray, score_sum: np.ndarray, label_sum: n
     return float(np.abs(score_sum - label_sum).sum() / max(count.sum(), 1))
 
 
-def measure(joined, label: str) -> list[dict[str, Any]]:
+def measure(joined, label: str, task: str = "binary", bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
+    """Quality per (source, model version) over scored, labelled rows, with the task's metrics."""
+    return measure_binary(joined, label) if task == "binary" else measure_regression(joined, label, bins)
+
+
+def measure_regression(joined, label: str, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
+    """RMSE, MAE, R-squared and the decile calibration error per (source, model version)."""
+    y = F.col(label).cast("double")
+    e = F.col("score") - y
+    levels = [i / bins for i in range(1, bins)]
+    stats = {tuple(r[k] for k in KEYS): r for r in joined.groupBy(*KEYS).agg(
+        F.count(F.lit(1)).alias("n"), F.sum(e * e).alias("sq"), F.sum(F.abs(e)).alias("ab"), F.sum(y).alias("sy"),
+        F.sum(y * y).alias("syy"), F.percentile_approx("score", levels, 10_000).alias("edges")).collect()}
+    if not stats:
+        return []
+    edges = joined.sparkSession.createDataFrame(
+        [(*k, sorted(set(float(x) for x in r["edges"]))) for k, r in stats.items()],
+        T.StructType([*(T.StructField(k, T.StringType()) for k in KEYS),
+                      T.StructField("edges", T.ArrayType(T.DoubleType()))]))
+    # a row's bin: how many edges are at or below its prediction (numpy's searchsorted, side right)
+    binned = joined.join(F.broadcast(edges), list(KEYS)).withColumn(
+        "bin", F.size(F.filter("edges", lambda x: x <= F.col("score"))))
+    gaps: dict[tuple, float] = {}
+    for r in binned.groupBy(*KEYS, "bin").agg(F.sum(e).alias("gap")).collect():
+        key = tuple(r[k] for k in KEYS)
+        gaps[key] = gaps.get(key, 0.0) + abs(float(r["gap"]))
+    out = []
+    for key, r in sorted(stats.items()):
+        n = float(r["n"])
+        mean = r["sy"] / n
+        variance = max(r["syy"] / n - mean * mean, 0.0)
+        total = r["syy"] - r["sy"] * r["sy"] / n
+        out.append({**dict(zip(KEYS, key, strict=True)), "task": "regression", "rows": int(n),
+                    "label_mean": float(mean), "rmse": float(np.sqrt(r["sq"] / n)), "mae": float(r["ab"] / n),
+                    "r2": float(1 - r["sq"] / total) if total > 0 else float("nan"),
+                    "calibration_error": float(gaps.get(key, 0.0) / n / np.sqrt(variance))
+                    if variance > 0 else float("nan")})
+    return out
+
+
+def measure_binary(joined, label: str) -> list[dict[str, Any]]:
     """Quality per (source, model version) from one grouped aggregation over scored, labelled rows."""
     p = F.least(F.greatest(F.col("score"), F.lit(1e-15)), F.lit(1 - 1e-15))
     y = F.col(label).cast("double")
@@ -71,7 +118,8 @@ def measure(joined, label: str) -> list[dict[str, Any]]:
         cal = calibration_from_bins(np.bincount(coarse, n, CALIBRATION_BINS), np.bincount(coarse, ssum, CALIBRATION_BINS),
                                     np.bincount(coarse, pos, CALIBRATION_BINS))
         total = n.sum()
-        out.append({"source": source, "model_name": name, "model_version": version, "rows": int(total),
+        out.append({"source": source, "model_name": name, "model_version": version, "task": "binary",
+                    "rows": int(total),
                     "positives": int(pos.sum()), "auc": auc_from_bins(pos, n - pos),
                     "log_loss": float(sum(r["ll"] for r in items) / total),
                     "brier": float(sum(r["sq"] for r in items) / total), "calibration_error": cal})
@@ -93,13 +141,12 @@ def run(spec: ModelSpec, lake: Lake, day: date, namespaces: tuple[Lake, ...] = (
     labels = lake.read_partition(spec.label.table, scored_day).where(F.col("available_at") <= F.lit(day)) \
         .select(spec.key, spec.label.column)
     served = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-    results = measure(served.join(labels, spec.key, "inner"), spec.label.column)
+    results = measure(served.join(labels, spec.key, "inner"), spec.label.column, spec.task, spec.gate.calibration_bins)
     now = datetime.now(UTC)
-    rows = [{**r, "measured_on": day, "computed_at": now} for r in results]
+    rows = [{**{f.name: None for f in SCHEMA.fields}, **r, "measured_on": day, "computed_at": now} for r in results]
     lake.write_partition(lake.spark.createDataFrame(rows, SCHEMA), "performance_metrics", scored_day,
                          {"labels_matured_on": day.isoformat()})
     for r in results:
-        log.info("%s %s v%s on %s: AUC %.4f, log loss %.4f, calibration error %.4f (%d rows)", r["source"],
-                 r["model_name"], r["model_version"], scored_day, r["auc"], r["log_loss"], r["calibration_error"],
-                 r["rows"])
+        log.info("%s %s v%s on %s: %s (%d rows)", r["source"], r["model_name"], r["model_version"], scored_day,
+                 ", ".join(f"{m} {r[m]:.4f}" for m in TASK_METRICS[spec.task]), r["rows"])
     return {"scored_day": scored_day.isoformat(), "labels_matured_on": day.isoformat(), "results": results}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
+from jobs.metrics import HIGHER_IS_BETTER
 from jobs.settings import RetrainingParams
 
 
@@ -14,7 +15,7 @@ class Facts:
 
     as_of: date
     drift_breaches: tuple[bool, ...] = ()   # one per scored day, oldest first
-    champion_auc: float | None = None        # on matured labels, latest day
+    champion_metric: tuple[str, float] | None = None  # (primary metric, value) on matured labels, latest day
     champion_trained_on: date | None = None     # the as-of day the champion was trained on
     last_training: date | None = None        # as-of date of the latest training, any outcome
     new_labelled_rows: int = 0               # labelled rows after the champion's training window
@@ -42,9 +43,12 @@ def decide(facts: Facts, params: RetrainingParams, force: bool = False) -> Decis
     drift_note = f"drift breached on {breaches} of the last {len(recent)} scored days " \
                  f"(trigger: {params.drift_breaches} of {params.drift_windows})"
     (triggers if breaches >= params.drift_breaches else notes).append(drift_note)
-    if facts.champion_auc is not None:
-        auc_note = f"champion AUC on matured labels {facts.champion_auc:.4f} (minimum {params.min_auc})"
-        (triggers if facts.champion_auc < params.min_auc else notes).append(auc_note)
+    if facts.champion_metric is not None and params.performance_limit is not None:
+        metric, value = facts.champion_metric
+        higher = HIGHER_IS_BETTER[metric]
+        limit = params.performance_limit
+        note = f"champion {metric} on matured labels {value:.4f} ({'minimum' if higher else 'maximum'} {limit})"
+        (triggers if (value < limit if higher else value > limit) else notes).append(note)
     if facts.champion_trained_on is not None:
         age = (facts.as_of - facts.champion_trained_on).days
         age_note = f"champion was trained {age} days ago (maximum {params.max_model_age_days})"

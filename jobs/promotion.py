@@ -28,7 +28,7 @@ from jobs import snapshot as snapshots
 from jobs.contract import combine, load_contract
 from jobs.encoding import encode_pandas
 from jobs.errors import InvalidParameter, ModelNotFound, PromotionRefused
-from jobs.metrics import Quality, bootstrap_auc_difference, quality
+from jobs.metrics import Quality, bootstrap_difference, quality
 from jobs.registry import VOCABULARY_ARTIFACT, WINDOW_ARTIFACT
 from jobs.settings import Env, ModelSpec
 from jobs.validate import validate_frame
@@ -81,15 +81,15 @@ def evaluate(spec: ModelSpec, spark, env: Env, challenger_ref: str, folder: Path
     if champion is not None and champion.version == challenger.version:
         champion = None
     y = rows[spec.label.column].to_numpy()
-    bins = spec.gate.calibration_bins
+    bins, primary = spec.gate.calibration_bins, spec.primary_metric
     p_challenger = predict(challenger, rows)
-    metrics = quality(y, p_challenger, bins).as_dict("challenger_")
-    metrics["challenger_train_auc"] = float(client.get_run(challenger.run_id).data.metrics["train_auc"])
+    metrics = quality(y, p_challenger, bins, spec.task).as_dict("challenger_")
+    metrics[f"challenger_train_{primary}"] = float(client.get_run(challenger.run_id).data.metrics[f"train_{primary}"])
     if champion is not None:
         p_champion = predict(champion, rows)
-        metrics.update(quality(y, p_champion, bins).as_dict("champion_"))
-        metrics.update(bootstrap_auc_difference(y, p_challenger, p_champion, spec.gate.bootstrap_samples,
-                                                spec.gate.confidence))
+        metrics.update(quality(y, p_champion, bins, spec.task).as_dict("champion_"))
+        metrics.update(bootstrap_difference(spec.task, primary, y, p_challenger, p_champion,
+                                            spec.gate.bootstrap_samples, spec.gate.confidence, bins))
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"evaluate-{challenger.name}-v{challenger.version}") as run:
         mlflow.set_tags({"challenger": challenger.uri, "champion": champion.uri if champion else "none",
@@ -100,15 +100,8 @@ def evaluate(spec: ModelSpec, spark, env: Env, challenger_ref: str, folder: Path
     client.set_model_version_tag(challenger.name, challenger.version, "evaluation_run_id", run.info.run_id)
     log.info("evaluated %s against %s on %d holdout rows: %s", challenger.uri,
              champion.uri if champion else "no champion", len(rows),
-             {k: round(v, 4) for k, v in metrics.items() if "auc" in k})
+             {k: round(v, 4) for k, v in metrics.items() if primary in k})
     return Evaluation(challenger, champion, metrics, run.info.run_id)
-
-
-def _quality(metrics: dict[str, float], prefix: str) -> Quality | None:
-    if f"{prefix}auc" not in metrics:
-        return None
-    return Quality(int(metrics[f"{prefix}rows"]), int(metrics[f"{prefix}positives"]), metrics[f"{prefix}auc"],
-                   metrics[f"{prefix}log_loss"], metrics[f"{prefix}brier"], metrics[f"{prefix}calibration_error"])
 
 
 def decide(spec: ModelSpec, env: Env, challenger_ref: str) -> gate.Verdict:
@@ -122,9 +115,19 @@ def decide(spec: ModelSpec, env: Env, challenger_ref: str) -> gate.Verdict:
         raise ModelNotFound(f"{challenger.uri} has not been evaluated: run `batchloop evaluate --model "
                             f"{challenger.uri}` first")
     evaluation = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/{EVALUATION_ARTIFACT}"))
-    m = evaluation["metrics"]
-    verdict = gate.decide(_quality(m, "challenger_"), m["challenger_train_auc"], _quality(m, "champion_"),
-                          m.get("auc_difference_low"), spec.gate, challenger.uri, evaluation["champion"])
+    m, primary = evaluation["metrics"], spec.primary_metric
+    if f"challenger_train_{primary}" not in m:
+        raise ModelNotFound(f"{challenger.uri} was evaluated without {primary} (the spec's primary metric now): "
+                            f"run `batchloop evaluate --model {challenger.uri}` again")
+    challenger_quality = Quality.from_dict(spec.task, m, "challenger_")
+    if challenger_quality is None:
+        raise ModelNotFound(f"{challenger.uri}'s evaluation holds no {spec.task} metrics: run `batchloop evaluate "
+                            f"--model {challenger.uri}` again")
+    difference = ((m[f"{primary}_difference_low"], m[f"{primary}_difference_high"])
+                  if f"{primary}_difference_low" in m else None)
+    verdict = gate.decide(primary, challenger_quality, m[f"challenger_train_{primary}"],
+                          Quality.from_dict(spec.task, m, "champion_"), difference, spec.gate, challenger.uri,
+                          evaluation["champion"])
     with mlflow.start_run(run_id=run_id):
         mlflow.log_dict({**verdict.as_dict(), "mode": spec.gate.mode, "reasons": verdict.reasons}, VERDICT_ARTIFACT)
         mlflow.set_tags({"gate_passed": str(verdict.passed).lower(), "gate_mode": spec.gate.mode})

@@ -30,16 +30,19 @@ def facts(spec: ModelSpec, lake: Lake, client, as_of: date) -> policy.Facts:
     breaches: tuple[bool, ...] = ()
     if lake.exists("drift_metrics"):
         rows = (lake.read("drift_metrics").where((F.col("dt") <= F.lit(as_of)) & (F.col("kind") == "dataset")
-                                                 & (F.col("method") == "share_drifted"))
+                                                 & (F.col("method") == "share_drifted")
+                                                 & (F.col("model_name") == name))
                 .select("dt", "drifted").orderBy("dt").collect())
         breaches = tuple(bool(r["drifted"]) for r in rows[-spec.retraining.drift_windows:])
-    champion_auc = None
+    champion_metric = None
+    primary = spec.primary_metric
     if champion is not None and lake.exists("performance_metrics"):
         latest = (lake.read("performance_metrics")
                   .where((F.col("measured_on") <= F.lit(as_of)) & (F.col("source") == "scores")
-                         & (F.col("model_version") == champion.version))
-                  .orderBy(F.col("dt").desc()).select("auc").first())
-        champion_auc = float(latest["auc"]) if latest else None
+                         & (F.col("model_name") == name) & (F.col("model_version") == champion.version))
+                  .orderBy(F.col("dt").desc()).select(primary).first())
+        if latest is not None and latest[primary] is not None:
+            champion_metric = (primary, float(latest[primary]))
     trained_until = None
     if champion is not None and champion.tags.get("training_window"):
         trained_until = date.fromisoformat(champion.tags["training_window"].split("..")[1])
@@ -52,7 +55,7 @@ def facts(spec: ModelSpec, lake: Lake, client, as_of: date) -> policy.Facts:
         new_rows = sum((lake.manifest(spec.label.table, d) or {}).get("rows", 0) for d in days
                        if d.toordinal() + spec.label.delay_days <= as_of.toordinal())
     trained_on = date.fromisoformat(champion.tags["as_of"]) if champion and champion.tags.get("as_of") else None
-    return policy.Facts(as_of=as_of, drift_breaches=breaches, champion_auc=champion_auc,
+    return policy.Facts(as_of=as_of, drift_breaches=breaches, champion_metric=champion_metric,
                         champion_trained_on=trained_on, last_training=last_training,
                         new_labelled_rows=new_rows, has_champion=champion is not None)
 
@@ -70,7 +73,8 @@ def decide(spec: ModelSpec, lake: Lake, tracking_uri: str, as_of: date, force: b
                          "run_id": lineage.run_id(), "forced": str(force).lower()})
         mlflow.log_metrics({"retrain": float(decision.retrain), "drift_breaches": float(sum(known.drift_breaches)),
                             "new_labelled_rows": float(known.new_labelled_rows),
-                            **({"champion_auc": known.champion_auc} if known.champion_auc is not None else {})})
+                            **({f"champion_{known.champion_metric[0]}": known.champion_metric[1]}
+                               if known.champion_metric else {})})
         mlflow.log_dict({"facts": {k: (v.isoformat() if isinstance(v, date) else v)
                                    for k, v in known.__dict__.items()}, **decision.as_dict()}, "decision.json")
     log.info("retraining on %s: %s\n  %s", as_of, "YES" if decision.retrain else "no", "\n  ".join(decision.reasons))

@@ -84,10 +84,13 @@ def run(spec: ModelSpec, production: Lake, env: Env, model_ref: str | None, cham
             labels = production.read_partition(spec.label.table, day).select(spec.key, spec.label.column)
             scored = retro.read_partition("scores", day).select(spec.key, "score", "model_name", "model_version",
                                                                 F.lit("retro").alias("source"))
-            for m in monitor.measure(scored.join(labels, spec.key, "inner"), spec.label.column):
-                rows = [{**m, "measured_on": day, "computed_at": datetime.now(UTC)}]
+            for m in monitor.measure(scored.join(labels, spec.key, "inner"), spec.label.column, spec.task,
+                                     spec.gate.calibration_bins):
+                rows = [{**{f.name: None for f in monitor.SCHEMA.fields}, **m, "measured_on": day,
+                         "computed_at": datetime.now(UTC)}]
                 retro.write_partition(retro.spark.createDataFrame(rows, monitor.SCHEMA), "retro_metrics", day)
-                metrics.append({"date": day.isoformat(), "auc": m["auc"], "rows": m["rows"]})
+                metrics.append({"date": day.isoformat(), spec.primary_metric: m[spec.primary_metric],
+                                "rows": m["rows"]})
         if compare and day in production.partitions("scores"):
             result = diff(production, retro, day, spec.key, pinned)
             retro.write_partition(retro.spark.createDataFrame([result], DIFF_SCHEMA), "retro_diff", day)

@@ -4,7 +4,7 @@ Order matters: everything that can refuse the run (model, contract version, inpu
 columns against the model, an empty partition, the golden sample) is checked before
 anything is written. Then the input is validated (bad rows to `quarantine`), scored in
 one pass (the champion, and the challenger into `scores_shadow` when there is one),
-the output is checked against expectations/scores.json, and each table's partition is
+the output is checked against the model's scores contract (expectations/<scores_contract>.json), and each table's partition is
 replaced atomically with a manifest. Counts must reconcile: input = scored + quarantined.
 """
 
@@ -224,12 +224,12 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
     outputs = {"scores": lineage_columns(scored, 0, spec.key, scorers[0], run_id, scored_at, bool(top_k))}
     if challenger:
         outputs["scores_shadow"] = lineage_columns(scored, 1, spec.key, scorers[1], run_id, scored_at, False)
-    scores_contract = load_contract("scores")
+    scores_contract = load_contract(spec.scores_contract)
     counts = {"input_rows": checked.report.rows, "quarantined_rows": checked.report.quarantined}
     for table, frame in outputs.items():
         output = validate_frame(frame, scores_contract, spec.validation, f"{table} dt={day}", spec.key)
         if output.report.quarantined or output.report.verdict == "fail":
-            raise ContractViolation(f"{table} output breaks expectations/scores.json; nothing was written:\n"
+            raise ContractViolation(f"{table} output breaks expectations/{spec.scores_contract}.json; nothing was written:\n"
                                     f"{output.text}")
         counts[f"{table}_rows"] = output.report.rows
     if counts["scores_rows"] + counts["quarantined_rows"] != counts["input_rows"]:

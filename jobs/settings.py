@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from jobs.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONTRACTS_DIR = PROJECT_ROOT / "expectations"  # one Great Expectations suite per table, one per model's scores
 MODEL_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"  # a registered model name
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"  # a table of the lake
 COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -108,15 +109,25 @@ class TrainerSpec(Frozen):
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
 
 
+TASKS = ("binary", "regression")
+# every metric a task reports (jobs/metrics.py computes them) and the gate's default primary metric
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("auc", "log_loss", "brier", "calibration_error"),
+    "regression": ("rmse", "mae", "r2", "calibration_error"),
+}
+PRIMARY_METRIC = {"binary": "auc", "regression": "rmse"}
+
+
 class GateParams(Frozen):
     """When a challenger may replace the champion."""
 
     mode: Literal["auto", "manual"] = "auto"
+    primary_metric: str | None = None  # one of the task's metrics; default: auc (binary), rmse (regression)
     confidence: float = Field(gt=0.5, lt=1)
     bootstrap_samples: int = Field(ge=50, le=100_000)
-    max_auc_drop: float = Field(ge=0)
+    max_degradation: float = Field(ge=0)  # how much worse than the champion on the primary metric, at `confidence`
     max_calibration_increase: float = Field(ge=0)
-    max_overfit_gap: float = Field(gt=0)
+    max_overfit_gap: float = Field(gt=0)  # the primary metric: how much better on train than on the holdout
     calibration_bins: int = Field(ge=2, le=100)
 
 
@@ -125,7 +136,9 @@ class RetrainingParams(Frozen):
 
     drift_breaches: int = Field(ge=1)
     drift_windows: int = Field(ge=1)
-    min_auc: float = Field(gt=0, lt=1)
+    # the champion's primary metric on matured labels past which it is retrained: a minimum for a metric
+    # where higher is better (AUC, R-squared), a maximum where lower is (RMSE); unset: no such trigger
+    performance_limit: float | None = None
     max_model_age_days: int = Field(ge=1)
     cooldown_days: int = Field(ge=0)
     min_new_labelled_rows: int = Field(ge=0)
@@ -194,8 +207,9 @@ class ModelSpec(Frozen):
     name: str = Field(pattern=MODEL_NAME)
     table: str = Field(pattern=IDENTIFIER)  # the feature table it reads (one contract: expectations/<table>.json)
     key: str = Field(pattern=COLUMN)  # the entity key, unique per day
+    scores_contract: str = Field(pattern=IDENTIFIER)  # expectations/<scores_contract>.json: what scoring writes
     label: LabelSpec
-    task: Literal["binary"] = "binary"
+    task: Literal["binary", "regression"] = "binary"
     features: FeatureSpec
     trainer: TrainerSpec
     train: TrainParams
@@ -206,8 +220,19 @@ class ModelSpec(Frozen):
     drift: DriftParams
     validation: ValidationParams
 
+    @property
+    def primary_metric(self) -> str:
+        """The metric the gate compares (the task's default unless gate.primary_metric names one)."""
+        return self.gate.primary_metric or PRIMARY_METRIC[self.task]
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        if self.gate.primary_metric and self.gate.primary_metric not in TASK_METRICS[self.task]:
+            raise ValueError(f"gate.primary_metric: {self.gate.primary_metric} is not a metric of a {self.task} model; "
+                             f"use one of {', '.join(TASK_METRICS[self.task])}")
+        if self.task == "regression" and self.trainer.params.get("objective") in ("binary", "cross_entropy"):
+            raise ValueError(f"trainer.params.objective: {self.trainer.params['objective']} trains a classifier; "
+                             "a regression model needs a regression objective (e.g. regression, huber)")
         named = {self.key: "key", self.label.column: "label.column"}
         for column in self.features.all:
             if column in named:
@@ -244,6 +269,15 @@ class Params(Frozen):
         if name not in self.models:
             raise ConfigError(f"{self.path}: no model {name!r} is declared (declared: {', '.join(self.models)})")
         return self.models[name]
+
+    def check_contracts(self, spec: ModelSpec, directory: Path = CONTRACTS_DIR) -> ModelSpec:
+        """Every table the model reads or writes has its contract file, or one error naming the key."""
+        for key, contract in (("table", spec.table), ("label.table", spec.label.table),
+                              ("scores_contract", spec.scores_contract)):
+            if not (directory / f"{contract}.json").exists():
+                raise ConfigError(f"{self.path}: model {spec.name}: {key}: there is no contract {directory / contract}"
+                                  ".json (every table a model reads, and what it writes, has one)")
+        return spec
 
 
 TOP_LEVEL = ("defaults", "models", "generator")

@@ -25,7 +25,7 @@ from jobs import snapshot as snapshots
 from jobs.contract import combine, load_contract, raise_on_failure
 from jobs.encoding import Vocabulary, encode_pandas, learn_vocabulary
 from jobs.errors import ServiceUnavailable
-from jobs.metrics import Quality, quality
+from jobs.metrics import Quality, oriented, quality
 from jobs.reference import build_profile
 from jobs.registry import (
     CONTRACT_ARTIFACT,
@@ -104,10 +104,11 @@ def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Tr
     booster = fit(X_train, y_train, spec)
     log.info("fitted LightGBM on %d rows, holding out %d", len(train), len(holdout))
     holdout_scores = booster.predict(X_holdout)
-    q_train: Quality = quality(y_train, booster.predict(X_train), spec.gate.calibration_bins)
-    q_holdout: Quality = quality(y_holdout, holdout_scores, spec.gate.calibration_bins)
+    q_train: Quality = quality(y_train, booster.predict(X_train), spec.gate.calibration_bins, spec.task)
+    q_holdout: Quality = quality(y_holdout, holdout_scores, spec.gate.calibration_bins, spec.task)
+    primary = spec.primary_metric
     metrics = {**q_train.as_dict("train_"), **q_holdout.as_dict("holdout_"),
-               "overfit_gap": q_train.auc - q_holdout.auc}
+               "overfit_gap": oriented(primary, q_train[primary] - q_holdout[primary])}
     weights = importance(booster)
     profile = build_profile(train_rows, train, spec, spec.drift, holdout_scores, weights)
     log.info("built the reference profile")
@@ -144,8 +145,8 @@ def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Tr
                         f"trained on {window.first}..{window.last}", window.as_of + timedelta(days=1),
                         lineage.run_id())
     model = registry.resolve(client, f"models:/{spec.name}/{version}")
-    log.info("registered %s as @challenger: holdout AUC %.4f (train %.4f), snapshot %s", model.uri,
-             q_holdout.auc, q_train.auc, record.md5)
+    log.info("registered %s as @challenger: holdout %s %.4f (train %.4f), snapshot %s", model.uri, primary,
+             q_holdout[primary], q_train[primary], record.md5)
     return Trained(model, metrics, window)
 
 

@@ -99,7 +99,7 @@ def test_promotion_follows_the_gate(two_versions, env):
 def test_a_challenger_that_fails_the_gate_is_not_promoted(two_versions, env):
     # given a gate that demands the challenger be far better than the champion
     p, (v1, _, _), (v2, _, _) = two_versions
-    strict = p.model_copy(update={"gate": p.gate.model_copy(update={"max_auc_drop": -0.5})})
+    strict = p.model_copy(update={"gate": p.gate.model_copy(update={"max_degradation": -0.5})})
     client = registry.client(env.mlflow_tracking_uri)
     registry.move_alias(client, NAME, registry.CHAMPION, v1.model.version, "test: reset", date(2026, 2, 27), "test")
     # when it is gated and the pipeline applies the verdict

@@ -6,7 +6,7 @@ DAY = date(2026, 3, 1)
 
 
 def facts(**kw):
-    base = dict(as_of=DAY, drift_breaches=(False, False, False), champion_auc=0.80,
+    base = dict(as_of=DAY, drift_breaches=(False, False, False), champion_metric=("auc", 0.80),
                 champion_trained_on=date(2026, 2, 20), last_training=date(2026, 2, 20), new_labelled_rows=50_000)
     return Facts(**{**base, **kw})
 
@@ -24,7 +24,7 @@ def test_n_of_the_last_m_drift_breaches_trigger_retraining(spec):
 
 
 def test_poor_matured_performance_or_age_trigger_retraining(spec):
-    assert decide(facts(champion_auc=0.65), spec.retraining).retrain
+    assert decide(facts(champion_metric=("auc", 0.65)), spec.retraining).retrain
     old = decide(facts(champion_trained_on=date(2026, 1, 1), last_training=date(2026, 1, 1)), spec.retraining)
     assert old.retrain and any("trained 59 days ago" in t for t in old.triggers)
 

@@ -36,10 +36,10 @@ def second_model(raw: dict, name: str = "upsell", **overrides) -> dict:
 
 
 def test_every_key_a_model_sets_overrides_the_default_and_the_rest_is_inherited(tmp_path):
-    raw = second_model(project(), gate={"max_auc_drop": 0.03}, schedule="0 6 * * *")
+    raw = second_model(project(), gate={"max_degradation": 0.03}, schedule="0 6 * * *")
     params = load_params(write(tmp_path, raw))
     churn, upsell = params.model("churn"), params.model("upsell")
-    assert upsell.gate.max_auc_drop == 0.03 and churn.gate.max_auc_drop == 0.01
+    assert upsell.gate.max_degradation == 0.03 and churn.gate.max_degradation == 0.01
     assert upsell.gate.bootstrap_samples == churn.gate.bootstrap_samples == 500  # merged key by key
     assert (upsell.schedule, churn.schedule) == ("0 6 * * *", "@daily")
     assert upsell.label.table == "upsell_labels" and upsell.digest() != churn.digest()
@@ -72,6 +72,15 @@ def test_two_models_with_the_same_name_are_refused(tmp_path):
     (tmp_path / "p.yaml").write_text(text.replace(entry, entry + entry))
     with pytest.raises(ConfigError, match="two models are named churn"):
         load_params(tmp_path / "p.yaml")
+
+
+def test_a_model_whose_table_has_no_contract_is_refused_naming_the_key(tmp_path):
+    params = load_params(write(tmp_path, second_model(project(), table="upsell_features")))
+    params.check_contracts(params.model("churn"))
+    with pytest.raises(ConfigError, match="model upsell: table: there is no contract .*upsell_features.json"):
+        params.check_contracts(params.model("upsell"))
+    with pytest.raises(ConfigError, match="model upsell: label.table: there is no contract .*upsell_labels.json"):
+        params.check_contracts(params.model("upsell").model_copy(update={"table": "features"}))
 
 
 def test_a_command_names_its_model_when_several_are_declared(tmp_path):
