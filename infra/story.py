@@ -56,15 +56,15 @@ def main(first: date, last: date) -> int:
     print("\nWho was champion (alias history):")
     for e in registry.alias_history(client, name):
         print(f"  {e.effective_from}  @{e.alias:10} -> {'v' + e.version if e.version else 'removed'}  ({e.reason})")
-    scored = {r["dt"]: r for r in lake.read_range("scores", first, last).groupBy("dt").agg(
+    scored = {r["dt"]: r for r in lake.read_range("scores", first, last, spec.partition).groupBy("dt").agg(
         F.count(F.lit(1)).alias("rows"), F.max("model_version").alias("v")).collect()}
-    drift = {r["dt"]: r for r in lake.read_range("drift_metrics", first, last).where(F.col("kind") == "dataset")
+    drift = {r["dt"]: r for r in lake.read_range("drift_metrics", first, last, spec.partition).where(F.col("kind") == "dataset")
              .where(F.col("method") == "share_drifted").select("dt", "statistic", "drifted").collect()} \
         if lake.exists("drift_metrics") else {}
-    prediction = {r["dt"]: r["statistic"] for r in lake.read_range("drift_metrics", first, last)
+    prediction = {r["dt"]: r["statistic"] for r in lake.read_range("drift_metrics", first, last, spec.partition)
                   .where((F.col("feature") == "score") & F.col("decisive")).select("dt", "statistic").collect()} \
         if lake.exists("drift_metrics") else {}
-    shadow = {r["dt"]: r["v"] for r in lake.read_range("scores_shadow", first, last).groupBy("dt")
+    shadow = {r["dt"]: r["v"] for r in lake.read_range("scores_shadow", first, last, spec.partition).groupBy("dt")
               .agg(F.max("model_version").alias("v")).collect()} if lake.exists("scores_shadow") else {}
     policy = decisions(client)
     print("\nDay by day:")
@@ -73,7 +73,7 @@ def main(first: date, last: date) -> int:
     day = first
     while day <= last:
         s, d = scored.get(day), drift.get(day)
-        manifest = lake.manifest("quarantine", day) or {}
+        manifest = lake.manifest("quarantine", day, {"source_table": spec.table}) or {}
         cells = [str(day), f"v{s['v']}" if s else "-", str(s["rows"]) if s else "0",
                  str(manifest.get("quarantined_rows", "-")), f"{d['statistic']:.0%}" if d else "-",
                  f"{prediction[day]:.2f}" if day in prediction else "-",
@@ -84,7 +84,7 @@ def main(first: date, last: date) -> int:
     retro = lake.with_namespace("retro_first_champion")
     if retro.exists("retro_diff"):
         print("\nRetro-test (the first champion on the days after the promotion, against production):")
-        for r in retro.read("retro_diff").orderBy("dt").collect():
+        for r in retro.read("retro_diff").where(F.col("model") == name).orderBy("dt").collect():
             print(f"  {r['dt']}  {r['retro_model']} vs {r['production_models']}: {r['rows_compared']} rows, "
                   f"mean |diff| {r['mean_abs_diff']:.4f}, max {r['max_abs_diff']:.4f}, "
                   f"{r['share_diff_over_0_01']:.0%} differ by more than 0.01")

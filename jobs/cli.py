@@ -475,7 +475,7 @@ def lineage(
     check_identifier(table, "--table")
     spec, env = _settings(model_name)
     lake = _lake(env, "lineage")
-    manifest = lake.manifest(table, day)
+    manifest = lake.manifest(table, day, spec.partition)
     if manifest is None:
         raise InvalidParameter(f"{lake.namespace}.{table} has no manifest for {day}: was it scored?")
     m = registry.resolve(registry.client(env.mlflow_tracking_uri), manifest["model_uri"])
@@ -485,7 +485,7 @@ def lineage(
                                       "params_hash", "contract_fingerprint", "airflow_run_id", "gate_passed")}},
         "restore": f"batchloop data restore --model {m.name} --version {m.version}"}
     if key is not None:
-        row = lake.read_partition(table, day).where(f"{spec.key} = {int(key)}").first()
+        row = lake.read_partition(table, day, spec.partition).where(f"{spec.key} = {int(key)}").first()
         out["row"] = row.asDict() if row else None
     _emit(out)
 

@@ -133,7 +133,8 @@ def summarise(features: list[dict[str, Any]], prediction: dict[str, Any], multiv
 # -- the job --------------------------------------------------------------------------------------
 def collect_day(lake: Lake, day: date, profile: dict[str, Any], spec: ModelSpec) -> dict[str, histogram.Profile]:
     """The one pass: the day's features and scores, folded into histograms on the reference's bins."""
-    return collect(lake.read_partition(spec.table, day), lake.read_partition("scores", day), profile, spec)
+    return collect(lake.read_partition(spec.table, day), lake.read_partition("scores", day, spec.partition), profile,
+                   spec)
 
 
 def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any],
@@ -207,11 +208,11 @@ METRICS_SCHEMA = T.StructType([
 ])
 
 
-def trend(lake: Lake, day: date, days: int, today: list[dict[str, Any]]) -> dict[str, Any]:
-    """The decisive statistics of the last `days` days (from drift_metrics) and today's."""
+def trend(lake: Lake, day: date, days: int, today: list[dict[str, Any]], by: dict[str, str]) -> dict[str, Any]:
+    """The decisive statistics of the model's last `days` days (from drift_metrics) and today's."""
     history: dict[str, dict[str, float]] = {}
     if lake.exists("drift_metrics"):
-        past = (lake.read_range("drift_metrics", day - timedelta(days=days - 1), day - timedelta(days=1))
+        past = (lake.read_range("drift_metrics", day - timedelta(days=days - 1), day - timedelta(days=1), by)
                 .where(F.col("decisive")).select("dt", "feature", "kind", "statistic").collect())
         for r in past:
             name = "__dataset__" if r["kind"] == "dataset" else r["feature"]
@@ -233,10 +234,10 @@ def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None 
 
     client = registry.client(env.mlflow_tracking_uri)
     if model_ref is None:
-        manifest = lake.manifest("scores", day) or {}
+        manifest = lake.manifest("scores", day, spec.partition) or {}
         model_ref = manifest.get("model_uri")
         if model_ref is None:
-            served = lake.read_partition("scores", day).select("model_name", "model_version").first()
+            served = lake.read_partition("scores", day, spec.partition).select("model_name", "model_version").first()
             model_ref = f"models:/{served['model_name']}/{served['model_version']}"
     model = registry.resolve(client, model_ref)
     profile = registry.load_json_artifact(model, PROFILE_ARTIFACT)
@@ -245,13 +246,13 @@ def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None 
     result = compare(profile, day_hist, spec)
     rows = metric_rows(result, model, run_id, computed_at)
     lake.write_partition(lake.spark.createDataFrame(rows, METRICS_SCHEMA), "drift_metrics", day,
-                         {"model_uri": model.uri, "breached": result["dataset"]["breached"]})
+                         {"model_uri": model.uri, "breached": result["dataset"]["breached"]}, by=spec.partition)
     window = model.tags.get("training_window", "")
     summary = {"date": day.isoformat(), "model": model.uri, "model_reference": model.reference, "run_id": run_id,
                "generated_at": computed_at.isoformat(timespec="seconds"),
                "reference": {"rows": profile["rows"], "window": window},
                "current": {"rows": day_hist["features"].rows}, **result,
-               "trend": trend(lake, day, spec.drift.history_days, rows)}
+               "trend": trend(lake, day, spec.drift.history_days, rows, spec.partition)}
     summary["features"] = [*result["features"], {**result["prediction"], "importance": None}]
     summary["prediction"] = {**result["prediction"], "method": result["prediction"]["decisive"]}
     prefix = f"drift/{model.name}/{day.isoformat()}"

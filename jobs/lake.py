@@ -1,9 +1,11 @@
 """The one place that reads and writes lake tables, partition by partition.
 
 Tables live in a Hive database (the default) or under plain Parquet paths; both are
-partitioned by `dt`. A write replaces whole partitions and is atomic:
+partitioned by `dt`, and batchloop's own tables by the model first (`model`, then `dt`:
+`scores/model=churn/dt=2026-03-01`), so one model's day is one partition and a write of it
+never touches another model's rows. A write replaces whole partitions and is atomic:
 
-- Hive: each write goes to a new version directory `<table>/dt=<day>/<commit>/`, its
+- Hive: each write goes to a new version directory `<table>/[model=<name>/]dt=<day>/<commit>/`, its
   manifest is written beside the data, and only then does the metastore switch the
   partition's location (one metastore call). A job killed before the switch leaves
   the previous version in place; superseded versions are removed after a grace period
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 READ_ERRORS = (Py4JJavaError, PySparkException)
 MANIFEST = "_manifest.json"
+Keys = dict[str, str] | None  # partition values before `dt`, e.g. {"model": "churn"}
 
 
 def unreadable(exc: Exception, what: str) -> ContractViolation:
@@ -235,6 +238,16 @@ class FileSystem:
             return stream.read().decode()
 
 
+def partition_keys(by: Keys) -> tuple[tuple[str, str], ...]:
+    """The partition columns and values before `dt`, each checked like an identifier."""
+    return tuple((check_identifier(c, "partition column"), check_identifier(v, c)) for c, v in (by or {}).items())
+
+
+def partition_path(by: Keys, day: date) -> str:
+    """The partition's folder below the table: `model=churn/dt=2026-03-01`."""
+    return "/".join([*(f"{c}={v}" for c, v in partition_keys(by)), f"dt={day.isoformat()}"])
+
+
 @dataclass(frozen=True)
 class Commit:
     """What one partition write committed."""
@@ -281,6 +294,14 @@ class Lake:
             return f"{self.root}/{self.namespace}.db/{table}"
         return f"{self.root}/{self.namespace}/{table}"
 
+    def _spec(self, day: date, by: Keys) -> str:
+        values = [f"{c}='{v}'" for c, v in partition_keys(by)] + [f"dt='{day.isoformat()}'"]
+        return f"PARTITION ({', '.join(values)})"
+
+    def _journal(self, table: str, day: date, by: Keys) -> str:
+        """The partition's journal and lock name: one flat file per partition."""
+        return f"{self.table_root(table)}/_journal/{partition_path(by, day).replace('/', ',')}"
+
     # -- reading ---------------------------------------------------------------------------
     def exists(self, table: str) -> bool:
         if self.format == "hive":
@@ -289,7 +310,8 @@ class Lake:
                 self._tables.add(table)
             return table in self._tables
         self._recover(table)
-        return any(name.startswith("dt=") for name, _, _ in self.fs.children(self.table_root(table)))
+        return any(is_dir and "=" in name and not name.startswith("_")
+                   for name, is_dir, _ in self.fs.children(self.table_root(table)))
 
     def read(self, table: str) -> DataFrame:
         """The whole table, lazily; filter on `dt` to prune partitions."""
@@ -304,51 +326,55 @@ class Lake:
         except READ_ERRORS as exc:
             raise unreadable(exc, f"{self.namespace}.{table}") from None
 
-    def partitions(self, table: str) -> list[date]:
-        """The days present in a table, oldest first, from the metastore or the folder names."""
+    def partitions(self, table: str, by: Keys = None) -> list[date]:
+        """The days present in a table (of one model, `by`), oldest first, from the metastore or the folders."""
         if not self.exists(table):
             return []
+        keys = partition_keys(by)
         if self.format == "hive":
-            names = [r[0] for r in self.spark.sql(f"SHOW PARTITIONS {self.name(table)}").collect()]
+            where = f" PARTITION ({', '.join(f'{c}={chr(39)}{v}{chr(39)}' for c, v in keys)})" if keys else ""
+            names = [r[0].rsplit("/", 1)[-1] for r in self.spark.sql(f"SHOW PARTITIONS {self.name(table)}{where}")
+                     .collect()]
         else:
-            names = [n for n, is_dir, _ in self.fs.children(self.table_root(table)) if is_dir]
+            folder = "/".join([self.table_root(table), *(f"{c}={v}" for c, v in keys)])
+            names = [n for n, is_dir, _ in self.fs.children(folder) if is_dir]
         return sorted(date.fromisoformat(n.split("=", 1)[1]) for n in names if n.startswith("dt="))
 
-    def location(self, table: str, day: date) -> str | None:
+    def location(self, table: str, day: date, by: Keys = None) -> str | None:
         """Where the committed version of a partition lives, or None."""
         if not self.exists(table):
             return None
         if self.format == "parquet":
-            path = f"{self.table_root(table)}/dt={day.isoformat()}"
+            path = f"{self.table_root(table)}/{partition_path(by, day)}"
             return path if self.fs.exists(path) else None
         try:
-            rows = self.spark.sql(f"DESCRIBE FORMATTED {self.name(table)} PARTITION (dt='{day.isoformat()}')") \
+            rows = self.spark.sql(f"DESCRIBE FORMATTED {self.name(table)} {self._spec(day, by)}") \
                 .where(F.col("col_name") == "Location").collect()
         except AnalysisException:
             return None
         # the partition's own location comes first, the table's after it
         return rows[0]["data_type"] if rows else None
 
-    def manifest(self, table: str, day: date) -> dict[str, Any] | None:
+    def manifest(self, table: str, day: date, by: Keys = None) -> dict[str, Any] | None:
         """The manifest written with a partition's committed version, if any."""
-        location = self.location(table, day)
+        location = self.location(table, day, by)
         return self._manifest_at(location) if location else None
 
     def _manifest_at(self, location: str) -> dict[str, Any] | None:
         text = self.fs.read_text(f"{location}/{MANIFEST}")
         return json.loads(text) if text else None
 
-    def read_partition(self, table: str, day: date) -> DataFrame:
-        """One day of a table; a missing or empty partition is a clear error."""
+    def read_partition(self, table: str, day: date, by: Keys = None) -> DataFrame:
+        """One day of a table (of one model, `by`); a missing or empty partition is a clear error."""
         missing = PartitionNotFound(
-            f"{self.namespace}.{table} has no rows for dt={day.isoformat()} (the partition is missing "
-            "or empty): check that the upstream load for that day ran")
+            f"{self.namespace}.{table} has no rows for {partition_path(by, day).replace('/', ' ')} (the partition "
+            "is missing or empty): check that the upstream load for that day ran")
         if not self.exists(table):
             raise PartitionNotFound(f"table {self.namespace}.{table} does not exist yet")
-        location = self.location(table, day)
+        location = self.location(table, day, by)
         if location is None:
             raise missing
-        df = self.read(table).where(F.col("dt") == F.lit(day))
+        df = self._only(self.read(table), by).where(F.col("dt") == F.lit(day))
         manifest = self._manifest_at(location)
         if manifest is not None:
             empty = manifest.get("rows", 1) == 0
@@ -361,80 +387,97 @@ class Lake:
             raise missing
         return df
 
-    def read_range(self, table: str, first: date, last: date) -> DataFrame:
-        """Days first..last inclusive."""
-        return self.read(table).where(F.col("dt").between(F.lit(first), F.lit(last)))
+    def read_range(self, table: str, first: date, last: date, by: Keys = None) -> DataFrame:
+        """Days first..last inclusive (of one model, `by`)."""
+        return self._only(self.read(table), by).where(F.col("dt").between(F.lit(first), F.lit(last)))
+
+    @staticmethod
+    def _only(df: DataFrame, by: Keys) -> DataFrame:
+        for column, value in partition_keys(by):
+            df = df.where(F.col(column) == F.lit(value))
+        return df
 
     # -- writing ---------------------------------------------------------------------------
     def write_partition(self, df: DataFrame, table: str, day: date,
-                        manifest: dict[str, Any] | None = None) -> Commit:
-        """Make day `day` of `table` hold exactly df's rows (df has no `dt`, or only `day`)."""
-        data = df.drop("dt") if "dt" in df.columns else df
+                        manifest: dict[str, Any] | None = None, by: Keys = None) -> Commit:
+        """Make day `day` of `table` (of one model, `by`) hold exactly df's rows (df has no `dt`, or only `day`)."""
+        data = df.drop("dt", *dict(partition_keys(by)))
         if self.format == "hive":
-            self._ensure_hive_table(table, data)
+            self._ensure_hive_table(table, data, by)
         commit_id = new_commit_id()
         staging = f"{self.table_root(table)}/_staging/{commit_id}"
         data.write.mode("error").parquet(staging)
-        return self._commit(table, day, staging, commit_id, data, manifest or {})
+        return self._commit(table, day, staging, commit_id, data, manifest or {}, by)
 
-    def write_partitions(self, df: DataFrame, table: str,
-                         manifest: dict[str, Any] | None = None) -> list[Commit]:
-        """Replace every `dt` partition present in df, each atomically; other days are untouched."""
+    def write_partitions(self, df: DataFrame, table: str, manifest: dict[str, Any] | None = None,
+                         by: Keys = None) -> list[Commit]:
+        """Replace every `dt` partition present in df (of one model, `by`), each atomically; other days are
+        untouched."""
         if "dt" not in df.columns:
             raise ValueError("a multi-partition lake write needs a dt column")
+        df = df.drop(*dict(partition_keys(by)))
         if self.format == "hive":
-            self._ensure_hive_table(table, df.drop("dt"))
+            self._ensure_hive_table(table, df.drop("dt"), by)
         commit_id = new_commit_id()
         staging = f"{self.table_root(table)}/_staging/{commit_id}"
         df.write.mode("error").partitionBy("dt").parquet(staging)
         days = sorted(date.fromisoformat(n.split("=", 1)[1])
                       for n, is_dir, _ in self.fs.children(staging) if is_dir and n.startswith("dt="))
         commits = [self._commit(table, d, f"{staging}/dt={d.isoformat()}", commit_id, df.drop("dt"),
-                                manifest or {}) for d in days]
+                                manifest or {}, by) for d in days]
         self.fs.delete(staging)
         return commits
 
     def _commit(self, table: str, day: date, staged: str, commit_id: str, data: DataFrame,
-                manifest: dict[str, Any]) -> Commit:
+                manifest: dict[str, Any], by: Keys) -> Commit:
         rows = self.spark.read.parquet(staged).count()  # from the Parquet footers: a check the files read
-        record = {"table": f"{self.namespace}.{table}", "dt": day.isoformat(), "commit": commit_id,
-                  "rows": rows, "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        record = {"table": f"{self.namespace}.{table}", **dict(partition_keys(by)), "dt": day.isoformat(),
+                  "commit": commit_id, "rows": rows, "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
                   "run_id": lineage.run_id(), "code_version": lineage.code_version(), **manifest}
         self.fs.write_text(f"{staged}/{MANIFEST}", json.dumps(record, indent=1, sort_keys=True, default=str))
         if self.format == "hive":
-            location = self._switch_hive(table, day, staged, commit_id, data)
+            location = self._switch_hive(table, day, staged, commit_id, by)
         else:
-            location = self._swap_parquet(table, day, staged, commit_id)
-        log.info("committed %s.%s dt=%s: %d rows (%s)", self.namespace, table, day, rows, commit_id)
+            location = self._swap_parquet(table, day, staged, commit_id, by)
+        log.info("committed %s.%s %s: %d rows (%s)", self.namespace, table, partition_path(by, day), rows, commit_id)
         return Commit(table, day, location, rows, commit_id)
 
-    def _switch_hive(self, table: str, day: date, staged: str, commit_id: str, data: DataFrame) -> str:
-        folder = f"{self.table_root(table)}/dt={day.isoformat()}"
+    def _switch_hive(self, table: str, day: date, staged: str, commit_id: str, by: Keys) -> str:
+        folder = f"{self.table_root(table)}/{partition_path(by, day)}"
         final = f"{folder}/{commit_id}"
-        spec = f"PARTITION (dt='{day.isoformat()}')"
+        spec = self._spec(day, by)
         # writers of the same day (several clients of one server) move their version in and switch one
         # at a time, so the garbage collection after a switch sees only committed versions and the one
         # the metastore shows at that moment (a version moved in before its switch would look superseded)
-        with self.fs.exclusive(f"{self.table_root(table)}/_journal/dt={day.isoformat()}.lock"):
+        with self.fs.exclusive(f"{self._journal(table, day, by)}.lock"):
             self.fs.rename(staged, final)
-            if self.location(table, day) is None:
+            if self.location(table, day, by) is None:
                 self.spark.sql(f"ALTER TABLE {self.name(table)} ADD {spec} LOCATION '{final}'")
             else:
                 self.spark.sql(f"ALTER TABLE {self.name(table)} {spec} SET LOCATION '{final}'")
             self.spark.catalog.refreshTable(f"{self.namespace}.{table}")
-            visible = (self.location(table, day) or final).rstrip("/").rsplit("/", 1)[-1]
+            visible = (self.location(table, day, by) or final).rstrip("/").rsplit("/", 1)[-1]
             self._collect_garbage(folder, keep={commit_id, visible})
         return final
 
-    def _ensure_hive_table(self, table: str, data: DataFrame) -> None:
+    def _ensure_hive_table(self, table: str, data: DataFrame, by: Keys) -> None:
+        keys = [c for c, _ in partition_keys(by)]
         if not self.exists(table):
             self.fs.mkdirs(self.table_root(table))
-            ddl = schema_ddl(data.drop("dt") if "dt" in data.columns else data)
-            self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.name(table)} ({ddl}, dt DATE) USING parquet "
-                           f"PARTITIONED BY (dt) LOCATION '{self.table_root(table)}'")
+            ddl = schema_ddl(data.drop("dt", *keys))
+            columns = "".join(f", `{c}` STRING" for c in keys)
+            self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.name(table)} ({ddl}{columns}, dt DATE) USING parquet "
+                           f"PARTITIONED BY ({', '.join([*keys, 'dt'])}) LOCATION '{self.table_root(table)}'")
+            self._tables.add(table)
             return
+        partitioned = [c.name for c in self.spark.catalog.listColumns(table, self.namespace) if c.isPartition]
+        if partitioned != [*keys, "dt"]:
+            raise ContractViolation(
+                f"{self.namespace}.{table} is partitioned by ({', '.join(partitioned)}), but this write is "
+                f"partitioned by ({', '.join([*keys, 'dt'])}): a table of a batchloop version that kept one model "
+                "per table; move it aside (ALTER TABLE ... RENAME TO ...) or use a new database")
         current = {f.name: f.dataType.simpleString() for f in self.spark.table(self.name(table)).schema.fields}
-        missing = sorted(set(current) - set(data.columns) - {"dt"})
+        missing = sorted(set(current) - set(data.columns) - {"dt", *keys})
         changed = sorted(f.name for f in data.schema.fields
                          if f.name in current and current[f.name] != f.dataType.simpleString())
         if missing or changed:
@@ -447,11 +490,11 @@ class Lake:
             cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
             self.spark.sql(f"ALTER TABLE {self.name(table)} ADD COLUMNS ({cols})")
 
-    def _swap_parquet(self, table: str, day: date, staged: str, commit_id: str) -> str:
+    def _swap_parquet(self, table: str, day: date, staged: str, commit_id: str, by: Keys) -> str:
         root = self.table_root(table)
-        final, trash = f"{root}/dt={day.isoformat()}", f"{root}/_trash/{commit_id}/dt={day.isoformat()}"
-        journal = f"{root}/_journal/dt={day.isoformat()}.json"
-        with self.fs.exclusive(f"{root}/_journal/dt={day.isoformat()}.lock"):
+        final, trash = f"{root}/{partition_path(by, day)}", f"{root}/_trash/{commit_id}/{partition_path(by, day)}"
+        journal = f"{self._journal(table, day, by)}.json"
+        with self.fs.exclusive(f"{self._journal(table, day, by)}.lock"):
             self._recover(table)
             self.fs.write_text(journal, json.dumps({"staged": staged, "final": final, "trash": trash}))
             if self.fs.exists(final):
@@ -485,18 +528,18 @@ class Lake:
             if is_dir and name not in keep and modified < cutoff:
                 self.fs.delete(f"{folder}/{name}")
 
-    def drop_partition(self, table: str, day: date) -> None:
-        """Remove one day (its data stays until garbage collection)."""
-        if self.location(table, day) is None:
+    def drop_partition(self, table: str, day: date, by: Keys = None) -> None:
+        """Remove one day (of one model, `by`; its data stays until garbage collection)."""
+        if self.location(table, day, by) is None:
             return
         if self.format == "hive":
-            self.spark.sql(f"ALTER TABLE {self.name(table)} DROP IF EXISTS PARTITION (dt='{day.isoformat()}')")
+            self.spark.sql(f"ALTER TABLE {self.name(table)} DROP IF EXISTS {self._spec(day, by)}")
         else:
-            self.fs.rename(f"{self.table_root(table)}/dt={day.isoformat()}",
-                           f"{self.table_root(table)}/_trash/{new_commit_id()}/dt={day.isoformat()}")
+            self.fs.rename(f"{self.table_root(table)}/{partition_path(by, day)}",
+                           f"{self.table_root(table)}/_trash/{new_commit_id()}/{partition_path(by, day)}")
 
 
-def committed_on_disk(env: Env, table: str, day: date, namespace: str | None = None) -> bool:
+def committed_on_disk(env: Env, table: str, day: date, namespace: str | None = None, by: Keys = None) -> bool:
     """Has a version of this partition been committed? A storage check without Spark, for sensors.
 
     A committed version carries `_manifest.json`; writers other than batchloop should
@@ -506,7 +549,7 @@ def committed_on_disk(env: Env, table: str, day: date, namespace: str | None = N
     check_identifier(table, "table")
     root = env.warehouse.rstrip("/")
     folder = f"{root}/{ns}.db/{table}" if env.lake_format == "hive" else f"{root}/{ns}/{table}"
-    prefix = f"{folder}/dt={day.isoformat()}"
+    prefix = f"{folder}/{partition_path(by, day)}"
     if prefix.startswith(("s3a://", "s3://")):
         from jobs import objectstore
 

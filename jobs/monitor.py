@@ -131,8 +131,8 @@ def run(spec: ModelSpec, lake: Lake, day: date, namespaces: tuple[Lake, ...] = (
     scored_day = day - timedelta(days=spec.label.delay_days)
     frames = []
     for table in ("scores", "scores_shadow"):
-        if scored_day in lake.partitions(table):
-            frames.append(lake.read_partition(table, scored_day)
+        if scored_day in lake.partitions(table, spec.partition):
+            frames.append(lake.read_partition(table, scored_day, spec.partition)
                           .select(spec.key, "score", "model_name", "model_version", F.lit(table).alias("source")))
     if not frames:
         log.warning("nothing was scored on %s (whose labels matured on %s): nothing to measure", scored_day, day)
@@ -145,7 +145,7 @@ def run(spec: ModelSpec, lake: Lake, day: date, namespaces: tuple[Lake, ...] = (
     now = datetime.now(UTC)
     rows = [{**{f.name: None for f in SCHEMA.fields}, **r, "measured_on": day, "computed_at": now} for r in results]
     lake.write_partition(lake.spark.createDataFrame(rows, SCHEMA), "performance_metrics", scored_day,
-                         {"labels_matured_on": day.isoformat()})
+                         {"labels_matured_on": day.isoformat()}, by=spec.partition)
     for r in results:
         log.info("%s %s v%s on %s: %s (%d rows)", r["source"], r["model_name"], r["model_version"], scored_day,
                  ", ".join(f"{m} {r[m]:.4f}" for m in TASK_METRICS[spec.task]), r["rows"])

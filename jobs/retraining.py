@@ -31,7 +31,7 @@ def facts(spec: ModelSpec, lake: Lake, client, as_of: date) -> policy.Facts:
     if lake.exists("drift_metrics"):
         rows = (lake.read("drift_metrics").where((F.col("dt") <= F.lit(as_of)) & (F.col("kind") == "dataset")
                                                  & (F.col("method") == "share_drifted")
-                                                 & (F.col("model_name") == name))
+                                                 & (F.col("model") == name))
                 .select("dt", "drifted").orderBy("dt").collect())
         breaches = tuple(bool(r["drifted"]) for r in rows[-spec.retraining.drift_windows:])
     champion_metric = None
@@ -39,7 +39,7 @@ def facts(spec: ModelSpec, lake: Lake, client, as_of: date) -> policy.Facts:
     if champion is not None and lake.exists("performance_metrics"):
         latest = (lake.read("performance_metrics")
                   .where((F.col("measured_on") <= F.lit(as_of)) & (F.col("source") == "scores")
-                         & (F.col("model_name") == name) & (F.col("model_version") == champion.version))
+                         & (F.col("model") == name) & (F.col("model_version") == champion.version))
                   .orderBy(F.col("dt").desc()).select(primary).first())
         if latest is not None and latest[primary] is not None:
             champion_metric = (primary, float(latest[primary]))

@@ -41,10 +41,10 @@ def target(production: Lake, namespace: str) -> Lake:
     return production.with_namespace(namespace)
 
 
-def diff(production: Lake, retro: Lake, day: date, key: str, model_uri: str) -> dict[str, Any]:
-    """Compare the retro scores of a day with what production served."""
-    mine = retro.read_partition("scores", day).select(key, F.col("score").alias("retro"))
-    theirs = production.read_partition("scores", day)
+def diff(production: Lake, retro: Lake, day: date, key: str, model_uri: str, by: dict[str, str]) -> dict[str, Any]:
+    """Compare the retro scores of a day with what production served (of one model, `by`)."""
+    mine = retro.read_partition("scores", day, by).select(key, F.col("score").alias("retro"))
+    theirs = production.read_partition("scores", day, by)
     served = ",".join(sorted({f"{r[0]}/{r[1]}" for r in theirs.select("model_name", "model_version")
                               .distinct().collect()}))
     both = mine.join(theirs.select(key, F.col("score").alias("prod")), key, "inner") \
@@ -82,18 +82,20 @@ def run(spec: ModelSpec, production: Lake, env: Env, model_ref: str | None, cham
     for day in days:
         if day in production.partitions(spec.label.table):
             labels = production.read_partition(spec.label.table, day).select(spec.key, spec.label.column)
-            scored = retro.read_partition("scores", day).select(spec.key, "score", "model_name", "model_version",
+            scored = retro.read_partition("scores", day, spec.partition).select(spec.key, "score", "model_name", "model_version",
                                                                 F.lit("retro").alias("source"))
             for m in monitor.measure(scored.join(labels, spec.key, "inner"), spec.label.column, spec.task,
                                      spec.gate.calibration_bins):
                 rows = [{**{f.name: None for f in monitor.SCHEMA.fields}, **m, "measured_on": day,
                          "computed_at": datetime.now(UTC)}]
-                retro.write_partition(retro.spark.createDataFrame(rows, monitor.SCHEMA), "retro_metrics", day)
+                retro.write_partition(retro.spark.createDataFrame(rows, monitor.SCHEMA), "retro_metrics", day,
+                                      by=spec.partition)
                 metrics.append({"date": day.isoformat(), spec.primary_metric: m[spec.primary_metric],
                                 "rows": m["rows"]})
-        if compare and day in production.partitions("scores"):
-            result = diff(production, retro, day, spec.key, pinned)
-            retro.write_partition(retro.spark.createDataFrame([result], DIFF_SCHEMA), "retro_diff", day)
+        if compare and day in production.partitions("scores", spec.partition):
+            result = diff(production, retro, day, spec.key, pinned, spec.partition)
+            retro.write_partition(retro.spark.createDataFrame([result], DIFF_SCHEMA), "retro_diff", day,
+                                  by=spec.partition)
             diffs.append({"date": day.isoformat(), **{k: v for k, v in result.items() if k != "computed_at"}})
     return {"model": pinned, "model_reference": model.reference, "namespace": namespace,
             "scored_days": [x.isoformat() for x in days], "skipped": skipped, "metrics": metrics, "diff": diffs}

@@ -215,7 +215,7 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
                                  "score", html=False)
     sink.write_partition(quarantine_frame(checked.annotated, spec.key, run_id), "quarantine", day,
                          {"input_rows": checked.report.rows, "quarantined_rows": checked.report.quarantined,
-                          "contract": features_contract.fingerprint})
+                          "contract": features_contract.fingerprint}, by={"source_table": spec.table})
     raise_on_failure(checked.report, checked.text)
 
     top_k = spec.scoring.contributions_top_k
@@ -237,10 +237,10 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
     for table, frame in outputs.items():
         scorer = scorers[0] if table == "scores" else scorers[1]
         sink.write_partition(frame, table, day, {
-            "input_fingerprint": input_fingerprint, "input_table": f"{source.namespace}.features",
+            "input_fingerprint": input_fingerprint, "input_table": f"{source.namespace}.{spec.table}",
             "model_uri": scorer.model.uri, "model_version": scorer.model.version,
             "model_reference": scorer.model.reference, "model_run_id": scorer.model.run_id,
-            "contract": features_contract.fingerprint, **counts})
+            "contract": features_contract.fingerprint, **counts}, by=spec.partition)
     scored.unpersist()
     checked.annotated.unpersist()
     result = {"date": day.isoformat(), "model": model.uri, "model_reference": model.reference, "run_id": run_id,

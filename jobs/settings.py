@@ -204,7 +204,7 @@ class ModelSpec(Frozen):
 
     Parsed from params.yaml's `defaults` with the model's own entry laid over them key by key."""
 
-    name: str = Field(pattern=MODEL_NAME)
+    name: str = Field(pattern=IDENTIFIER)  # the registered model's name, and its partition of every table
     table: str = Field(pattern=IDENTIFIER)  # the feature table it reads (one contract: expectations/<table>.json)
     key: str = Field(pattern=COLUMN)  # the entity key, unique per day
     scores_contract: str = Field(pattern=IDENTIFIER)  # expectations/<scores_contract>.json: what scoring writes
@@ -219,6 +219,11 @@ class ModelSpec(Frozen):
     scoring: ScoringParams
     drift: DriftParams
     validation: ValidationParams
+
+    @property
+    def partition(self) -> dict[str, str]:
+        """The partition values of this model's rows in batchloop's own tables (scores, drift, metrics)."""
+        return {"model": self.name}
 
     @property
     def primary_metric(self) -> str:

@@ -130,7 +130,7 @@ def test_the_covariate_shift_is_detected_reported_and_alerted(champion, lake, en
     summary = drift.run(p, lake, with_hook, day)
     # then the shifted and new-category features drift, per feature and method in drift_metrics
     assert summary["breached"] and {"monthly_charges", "tariff_plan"} <= set(summary["drifted_features"])
-    rows = lake.read_partition("drift_metrics", day)
+    rows = lake.read_partition("drift_metrics", day, p.partition)
     methods = {(r.feature, r.method) for r in rows.select("feature", "method").collect()}
     assert {("monthly_charges", m) for m in ("wasserstein", "ks", "psi", "jensenshannon", "kl")} <= methods
     assert {("tariff_plan", m) for m in ("jensenshannon", "chisquare", "psi", "unseen_share")} <= methods

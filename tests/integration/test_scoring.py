@@ -12,7 +12,7 @@ from jobs import registry
 from jobs import score as scoring
 from jobs.errors import ContractViolation, GoldenSampleMismatch, ModelNotFound, PartitionNotFound
 from jobs.lake import checksum
-from tests.integration.conftest import train_version
+from tests.integration.conftest import train_version, with_model_name
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_scores_carry_lineage_on_every_row_and_a_manifest(champion, lake, env):
     # when a day is scored with the default reference
     result = scoring.run(p, lake, lake, env, DAY)
     # then one row per subscriber, with the model, how it was resolved, the runs and the code on every row
-    day = lake.read_partition("scores", DAY)
+    day = lake.read_partition("scores", DAY, p.partition)
     assert day.count() == day.select("subscriber_id").distinct().count() == result["scores_rows"] == 4000
     lineage = day.select("model_name", "model_version", "model_alias", "model_reference", "model_run_id",
                          "run_id", "code_version").distinct().collect()
@@ -37,7 +37,7 @@ def test_scores_carry_lineage_on_every_row_and_a_manifest(champion, lake, env):
     assert row.model_reference == f"models:/churn_it@champion as of {DAY}"
     assert row.model_run_id == model.run_id and row.run_id == result["run_id"]
     assert day.where(F.col("scored_at").isNull() | (F.col("score") < 0) | (F.col("score") > 1)).count() == 0
-    manifest = lake.manifest("scores", DAY)
+    manifest = lake.manifest("scores", DAY, p.partition)
     assert manifest["model_uri"] == model.uri and manifest["rows"] == 4000
     assert manifest["input_rows"] == manifest["scores_rows"] + manifest["quarantined_rows"]
     assert manifest["input_fingerprint"]["rows"] == 4000 and manifest["contract"]
@@ -46,24 +46,48 @@ def test_scores_carry_lineage_on_every_row_and_a_manifest(champion, lake, env):
 def test_rescoring_a_day_gives_identical_rows_and_one_partition(champion, lake, env):
     p, _ = champion
     scoring.run(p, lake, lake, env, DAY)
-    before = checksum(lake.read_partition("scores", DAY), CONTENT)
-    days_before = lake.partitions("scores")
+    before = checksum(lake.read_partition("scores", DAY, p.partition), CONTENT)
+    days_before = lake.partitions("scores", p.partition)
     # when the same day is scored again
     scoring.run(p, lake, lake, env, DAY)
     # then the rows are identical, nothing is duplicated, no other day changed
-    assert checksum(lake.read_partition("scores", DAY), CONTENT) == before
-    assert lake.partitions("scores") == days_before
-    assert lake.read_partition("scores", DAY).count() == 4000
+    assert checksum(lake.read_partition("scores", DAY, p.partition), CONTENT) == before
+    assert lake.partitions("scores", p.partition) == days_before
+    assert lake.read_partition("scores", DAY, p.partition).count() == 4000
     # and only the committed version is left on disk (grace period 0 in tests)
-    versions = [n for n, is_dir, _ in lake.fs.children(f"{lake.table_root('scores')}/dt={DAY}") if is_dir]
+    versions = [n for n, is_dir, _ in lake.fs.children(f"{lake.table_root('scores')}/model={p.name}/dt={DAY}")
+                if is_dir]
     assert len(versions) == 1
+
+
+def test_two_models_scoring_the_same_day_leave_each_others_rows_untouched(champion, lake, env):
+    # given the champion's scores of a day, and a second model on the same feature table
+    p, _ = champion
+    other = with_model_name(p, "churn_it_other")
+    train_version(other, lake, env, date(2026, 2, 10), env.dvc_root / "data" / "it_other")
+    scoring.run(p, lake, lake, env, DAY)
+    mine, committed = checksum(lake.read_partition("scores", DAY, p.partition), CONTENT), \
+        lake.manifest("scores", DAY, p.partition)["commit"]
+    # when the second model scores the same day, twice
+    scoring.run(other, lake, lake, env, DAY)
+    theirs = checksum(lake.read_partition("scores", DAY, other.partition), CONTENT)
+    scoring.run(other, lake, lake, env, DAY)
+    # then the first model's partition is the same committed version, row for row
+    assert lake.manifest("scores", DAY, p.partition)["commit"] == committed
+    assert checksum(lake.read_partition("scores", DAY, p.partition), CONTENT) == mine
+    # and the second model's re-run is identical; the day holds both models' rows, each under its name
+    assert checksum(lake.read_partition("scores", DAY, other.partition), CONTENT) == theirs
+    per_model = {r["model"]: (r["n"], r["names"]) for r in lake.read("scores").where(F.col("dt") == F.lit(DAY))
+                 .groupBy("model").agg(F.count(F.lit(1)).alias("n"),
+                                       F.collect_set("model_name").alias("names")).collect()}
+    assert per_model == {p.name: (4000, [p.name]), other.name: (4000, [other.name])}
 
 
 def test_rows_outside_the_training_range_are_flagged(champion, lake, env):
     p, _ = champion
     scoring.run(p, lake, lake, env, DAY)
     # the covariate shift of 2026-02-10 multiplies monthly charges by 1.3: some exceed the training maximum
-    flagged = lake.read_partition("scores", DAY).where(F.col("ood_features") > 0).count()
+    flagged = lake.read_partition("scores", DAY, p.partition).where(F.col("ood_features") > 0).count()
     assert 0 < flagged < 4000
 
 
@@ -72,7 +96,7 @@ def test_top_contributions_are_written_when_switched_on(champion, lake, env):
     with_top = p.model_copy(update={"scoring": p.scoring.model_copy(update={"contributions_top_k": 3})})
     retro = lake.with_namespace("scoring_contrib_tests")
     scoring.run(with_top, lake, retro, env, DAY)
-    rows = retro.read_partition("scores", DAY).select("top_features").limit(5).collect()
+    rows = retro.read_partition("scores", DAY, p.partition).select("top_features").limit(5).collect()
     assert all(len(r.top_features) == 3 for r in rows)
     features = set(p.features.all)
     assert all(c.feature in features for r in rows for c in r.top_features)
@@ -89,16 +113,20 @@ def test_the_challenger_is_shadow_scored_in_the_same_pass(champion, world, lake,
     result = scoring.run(p, lake, lake, env, day)
     # then scores come from the champion and scores_shadow from the challenger, key for key
     assert result["shadow"] == trained.model.uri
-    shadow = lake.read_partition("scores_shadow", day)
+    shadow = lake.read_partition("scores_shadow", day, p.partition)
     assert shadow.select("model_version").distinct().collect()[0][0] == trained.model.version
-    assert shadow.count() == lake.read_partition("scores", day).count() == 4000
-    keys = lake.read_partition("scores", day).select("subscriber_id")
+    assert shadow.count() == lake.read_partition("scores", day, p.partition).count() == 4000
+    keys = lake.read_partition("scores", day, p.partition).select("subscriber_id")
     assert shadow.select("subscriber_id").subtract(keys).count() == 0
-    assert lake.manifest("scores_shadow", day)["model_uri"] == trained.model.uri
+    assert lake.manifest("scores_shadow", day, p.partition)["model_uri"] == trained.model.uri
 
 
-def nothing_written(lake, day: date) -> bool:
-    return all(day not in lake.partitions(t) for t in ("scores", "quarantine", "scores_shadow"))
+QUARANTINE = {"source_table": "features"}
+
+
+def nothing_written(lake, day: date, p) -> bool:
+    return (all(day not in lake.partitions(t, p.partition) for t in ("scores", "scores_shadow"))
+            and day not in lake.partitions("quarantine", QUARANTINE))
 
 
 @pytest.mark.parametrize("ref,message", [
@@ -111,7 +139,7 @@ def test_an_unknown_model_fails_before_anything_is_written(champion, lake, env, 
     target = lake.with_namespace("scoring_error_tests")
     with pytest.raises(ModelNotFound, match=message):
         scoring.run(p, lake, target, env, DAY, model_ref=ref)
-    assert nothing_written(target, DAY)
+    assert nothing_written(target, DAY, p)
 
 
 def test_a_day_before_the_first_champion_is_refused_with_the_history(champion, lake, env):
@@ -119,7 +147,7 @@ def test_a_day_before_the_first_champion_is_refused_with_the_history(champion, l
     target = lake.with_namespace("scoring_error_tests")
     with pytest.raises(ModelNotFound, match="applies from 2026-02-11. Pin a version"):
         scoring.run(p, lake, target, env, date(2026, 1, 20))
-    assert nothing_written(target, date(2026, 1, 20))
+    assert nothing_written(target, date(2026, 1, 20), p)
 
 
 def test_input_that_does_not_match_the_model_signature_fails_before_anything_is_written(champion, lake, env):
@@ -133,7 +161,7 @@ def test_input_that_does_not_match_the_model_signature_fails_before_anything_is_
     typed.write_partition(features.withColumn("region", F.lit(1)), "features", DAY)
     with pytest.raises(ContractViolation, match="region is int, the model needs a string category"):
         scoring.run(p, typed, typed, env, DAY)
-    assert nothing_written(source, DAY) and nothing_written(typed, DAY)
+    assert nothing_written(source, DAY, p) and nothing_written(typed, DAY, p)
 
 
 def test_an_empty_or_missing_input_partition_fails_before_anything_is_written(champion, lake, env):
@@ -144,7 +172,7 @@ def test_an_empty_or_missing_input_partition_fails_before_anything_is_written(ch
         scoring.run(p, source, source, env, DAY)
     with pytest.raises(PartitionNotFound, match="no rows for dt=2026-02-13"):
         scoring.run(p, source, source, env, date(2026, 2, 13))
-    assert nothing_written(source, DAY)
+    assert nothing_written(source, DAY, p)
 
 
 def test_a_golden_sample_mismatch_fails_before_anything_is_written(champion, lake, env, tmp_path):
@@ -170,7 +198,7 @@ def test_a_golden_sample_mismatch_fails_before_anything_is_written(champion, lak
     with pytest.raises(GoldenSampleMismatch, match="largest difference 1e-06"):
         scoring.run(p, lake, target, env, DAY, model_ref=f"models:/churn_golden_test/{info.registered_model_version}")
     # then nothing was written
-    assert nothing_written(target, DAY)
+    assert nothing_written(target, DAY, p)
     assert run.info.run_id
 
 
@@ -184,9 +212,9 @@ def test_quarantined_rows_reconcile_with_the_scores(champion, lake, env):
     # when it is scored
     result = scoring.run(p, source, source, env, DAY)
     # then they are quarantined with the rule they broke, the others scored: nothing lost
-    q = source.read_partition("quarantine", DAY).collect()
+    q = source.read_partition("quarantine", DAY, QUARANTINE).collect()
     assert sorted(r.key for r in q) == ["3", "4"]
     assert all(r.failed_expectations == ["expect_column_values_to_be_between(support_calls)"] for r in q)
     assert json.loads(q[0].row)["support_calls"] == -1
     assert result["input_rows"] == result["scores_rows"] + result["quarantined_rows"] == 4000
-    assert source.read_partition("scores", DAY).where(F.col("subscriber_id").isin(3, 4)).count() == 0
+    assert source.read_partition("scores", DAY, p.partition).where(F.col("subscriber_id").isin(3, 4)).count() == 0

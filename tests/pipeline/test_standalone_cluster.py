@@ -70,9 +70,10 @@ def submit(world, master: str) -> subprocess.CompletedProcess:
 
 def committed_version(world, done: subprocess.CompletedProcess) -> Path:
     """The version folder of the day's scores that this run's log says it committed."""
-    found = re.search(rf"committed batchloop\.scores dt={DAY}: \d+ rows \(([\w-]+)\)", done.stdout + done.stderr)
+    found = re.search(rf"committed batchloop\.scores model={MODEL}/dt={DAY}: \d+ rows \(([\w-]+)\)",
+                      done.stdout + done.stderr)
     assert found, (done.stdout + done.stderr)[-3000:]
-    folders = list(world.root.glob(f"**/scores/dt={DAY}/{found.group(1)}"))
+    folders = list(world.root.glob(f"**/scores/model={MODEL}/dt={DAY}/{found.group(1)}"))
     assert len(folders) == 1, folders
     return folders[0]
 

@@ -30,7 +30,7 @@ CONTENT = ["subscriber_id", "score", "model_version", "ood_features"]
 def visible_partition(world, table: str, day: str) -> str | None:
     """Where the world's metastore says the partition lives, asked through the world's own Connect server."""
     with world.session() as spark:
-        rows = spark.sql(f"DESCRIBE FORMATTED batchloop.{table} PARTITION (dt='{day}')") \
+        rows = spark.sql(f"DESCRIBE FORMATTED batchloop.{table} PARTITION (model='{MODEL}', dt='{day}')") \
             .where("col_name = 'Location'").collect()
     return rows[0]["data_type"] if rows else None
 
