@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag
-from steps import DATE, DEFAULTS, MODEL_NAME, cli_step
+from steps import DATE, DEFAULTS, MODELS, cli_step
 
 DOC = """
 ### promote
@@ -28,7 +28,8 @@ alias history: the answer to "which version was champion on day D".
     tags=["batchloop", "registry"],
     params={
         "action": Param("promote", type="string", enum=["promote", "rollback"]),
-        "model_name": Param("churn", type="string", pattern=MODEL_NAME),
+        "model_name": Param(next(iter(MODELS), None), type="string", enum=sorted(MODELS),
+                            description="one of the models params.yaml declares"),
         "version": Param(None, type=["null", "integer"], minimum=1, description="the version to promote"),
         "reason": Param("", type="string", minLength=3, maxLength=500, description="why (recorded)"),
         "effective_from": Param(None, type=["null", "string"], format="date", pattern=DATE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag
-from steps import DATE, DEFAULTS, MODEL_NAME, NAMESPACE, spark_step
+from steps import DATE, DEFAULTS, MODELS, NAMESPACE, spark_step
 
 DOC = """
 ### retro_test
@@ -30,7 +30,8 @@ model name or namespace is refused at once, naming the parameter); give exactly 
     doc_md=DOC,
     tags=["batchloop", "retro-test"],
     params={
-        "model_name": Param("churn", type="string", pattern=MODEL_NAME, title="Registered model"),
+        "model_name": Param(next(iter(MODELS), None), type="string", enum=sorted(MODELS), title="Model",
+                            description="one of the models params.yaml declares"),
         "version": Param(None, type=["null", "integer"], minimum=1, title="Model version",
                          description="score with this version (or leave empty and give champion_as_of)"),
         "champion_as_of": Param(None, type=["null", "string"], format="date", pattern=DATE,

@@ -8,7 +8,12 @@
 
 Both write the command's JSON result to a file, return it as the task's XCom, and put
 links to the MLflow run and the drift report on the task page. Only the standard
-library and Airflow are imported here; the jobs load inside the tasks.
+library, Airflow and PyYAML (to read which models params.yaml declares: `MODELS`) are
+imported here; the jobs load inside the tasks.
+
+Every declared model gets its own `score_daily__NAME`, `monitor_performance__NAME` and
+`retrain__NAME` (its schedule, its drift Asset); `retro_test` and `promote` are shared
+and take the model as a Param (one of the declared names).
 """
 
 from __future__ import annotations
@@ -31,11 +36,39 @@ EXIT_REFUSED = 2
 LAKE_POOL = "lake"  # Spark steps; one slot for two local cores, more on a cluster
 DVC_POOL = "dvc"    # DVC commands never run concurrently
 
-# emitted by score_daily when drift breaches the policy; retrain is scheduled on it
-DRIFT_BREACH = Asset(name="batchloop_drift_breach")
+PRESETS = {"@daily": "0 0 * * *", "@hourly": "0 * * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *"}
+
+
+def declared_models() -> dict[str, dict[str, str]]:
+    """Each model params.yaml declares, with what its DAGs need: its feature table and schedule (as cron).
+
+    A file only: no service is asked and nothing is validated here (every step validates the spec)."""
+    import yaml
+
+    path = Path(os.environ.get("BATCHLOOP_PARAMS") or PROJECT / "params.yaml")
+    raw = yaml.safe_load(path.read_text()) or {}
+    defaults = raw.get("defaults") or {}
+    out = {}
+    for name, entry in (raw.get("models") or {}).items():
+        merged = {**defaults, **(entry or {})}
+        schedule = str(merged.get("schedule", "@daily"))
+        out[str(name)] = {"table": str(merged.get("table", "")), "schedule": PRESETS.get(schedule, schedule)}
+    return out
+
+
+MODELS = declared_models()
+
+
+def dag_id(kind: str, model: str) -> str:
+    """A model's DAG: score_daily__churn, monitor_performance__churn, retrain__churn."""
+    return f"{kind}__{model}"
+
+
+def drift_breach(model: str) -> Asset:
+    """Emitted by the model's score_daily when drift breaches the policy; its retrain is scheduled on it."""
+    return Asset(name=f"batchloop_drift_breach__{model}")
 
 DATE = r"^\d{4}-\d{2}-\d{2}$"
-MODEL_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"
 MODEL_REF = r"^models:/[A-Za-z][A-Za-z0-9_\-]{0,62}(/[1-9][0-9]{0,8}|@[a-z][a-z0-9_\-]{0,62})$"
 NAMESPACE = r"^retro_[a-z0-9_]{1,57}$"
 

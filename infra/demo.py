@@ -24,7 +24,9 @@ from infra.stack import VENV_BIN, Stack, StackError, load_or_create_env
 START, DAYS, ROWS = date(2026, 1, 1), 60, 20000
 FIRST_TRAINING = date(2026, 2, 9)
 SCORE_FIRST, SCORE_LAST = date(2026, 2, 10), date(2026, 2, 17)
-DAGS = ["score_daily", "retrain", "retro_test", "promote", "monitor_performance"]
+MODEL = "churn"  # the demo's model (params.yaml `models.churn`): its DAGs are score_daily__churn, ...
+SCORE_DAILY, RETRAIN, MONITOR = (f"{kind}__{MODEL}" for kind in ("score_daily", "retrain", "monitor_performance"))
+DAGS = [SCORE_DAILY, RETRAIN, "retro_test", "promote", MONITOR]
 
 
 class Clock:
@@ -52,13 +54,13 @@ def follow(client: AirflowClient, clock: Clock, dag_id: str, run_id: str) -> str
 
 def score_day(client: AirflowClient, clock: Clock, day: date) -> dict:
     """Backfill one day of score_daily through the scheduler and wait for it; what it did."""
-    backfill = client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
+    backfill = client.backfill(SCORE_DAILY, day.isoformat(), day.isoformat(), max_active_runs=1)
     client.wait_backfill(backfill["id"], timeout=3600)  # closed once its run has ended; then the next may start
-    run = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
+    run = [r for r in client.runs(SCORE_DAILY) if r["run_type"] == "backfill"
            and (r.get("data_interval_start") or "")[:10] == day.isoformat()][-1]
-    states = client.task_states("score_daily", run["dag_run_id"])
-    scored = client.xcom("score_daily", run["dag_run_id"], "score") if states.get("score") == "success" else None
-    drift = client.xcom("score_daily", run["dag_run_id"], "drift") if states.get("drift") == "success" else None
+    states = client.task_states(SCORE_DAILY, run["dag_run_id"])
+    scored = client.xcom(SCORE_DAILY, run["dag_run_id"], "score") if states.get("score") == "success" else None
+    drift = client.xcom(SCORE_DAILY, run["dag_run_id"], "drift") if states.get("drift") == "success" else None
     if scored and drift:
         clock.say(f"score_daily {day}: {scored['scores_rows']:,} scored by {scored['model']} "
                   f"({scored['quarantined_rows']} quarantined); drift {drift['share_drifted']:.0%} of features"
@@ -73,19 +75,19 @@ def score_day(client: AirflowClient, clock: Clock, day: date) -> dict:
 def follow_retraining(client: AirflowClient, clock: Clock, known: set[str]) -> None:
     """Wait for the retrain run the drift event starts (one not in `known`), and say what its policy decided."""
     while True:
-        runs = [r for r in client.runs("retrain") if r["run_type"] == "asset_triggered"
+        runs = [r for r in client.runs(RETRAIN) if r["run_type"] == "asset_triggered"
                 and r["dag_run_id"] not in known]
         if runs and runs[-1]["state"] in ("success", "failed"):
             break
         time.sleep(3)
     run = runs[-1]
-    decision = client.xcom("retrain", run["dag_run_id"], "policy") or {}
+    decision = client.xcom(RETRAIN, run["dag_run_id"], "policy") or {}
     reasons = [r for r in decision.get("reasons", []) if r.startswith(("trigger", "blocked"))]
     verdict = "RETRAIN" if decision.get("retrain") else "no"
     clock.say(f"  retrain (drift event): policy {verdict}: {'; '.join(reasons) or 'nothing fired'}")
     if decision.get("retrain"):
-        promoted = client.xcom("retrain", run["dag_run_id"], "promote") or {}
-        trained = client.xcom("retrain", run["dag_run_id"], "train") or {}
+        promoted = client.xcom(RETRAIN, run["dag_run_id"], "promote") or {}
+        trained = client.xcom(RETRAIN, run["dag_run_id"], "train") or {}
         clock.say(f"  retrain: {trained.get('model')} trained on {trained.get('window', {}).get('first')}.."
                   f"{trained.get('window', {}).get('last')}, holdout AUC {trained.get('holdout_auc', 0):.3f}; "
                   + (f"promoted to champion from {promoted.get('effective_from')}" if promoted.get("promoted")
@@ -101,24 +103,24 @@ def main() -> int:
         clock.say(f"upstream load: {DAYS} days of {ROWS:,} subscribers from {START} (features, and labels "
                   "30 days late)")
         batchloop(stack, "generate", "--start", START.isoformat(), "--days", str(DAYS), "--rows", str(ROWS))
-        for dag_id in ("retrain", "score_daily", "retro_test", "promote"):
+        for dag_id in (RETRAIN, SCORE_DAILY, "retro_test", "promote"):
             client.unpause(dag_id)
         clock.say(f"retrain: first model, trained on the labels known on {FIRST_TRAINING}")
-        run_id = client.trigger("retrain", {"as_of": FIRST_TRAINING.isoformat(), "force": True})
-        if follow(client, clock, "retrain", run_id) != "success":
+        run_id = client.trigger(RETRAIN, {"as_of": FIRST_TRAINING.isoformat(), "force": True})
+        if follow(client, clock, RETRAIN, run_id) != "success":
             raise AirflowError(f"the first training failed: see the retrain run {run_id}")
         days = [SCORE_FIRST + timedelta(days=i) for i in range((SCORE_LAST - SCORE_FIRST).days + 1)]
         clock.say(f"daily scoring {SCORE_FIRST}..{SCORE_LAST}, a backfill run per day; a drift breach starts "
                   "`retrain` through its Asset")
         for day in days:
-            known = {r["dag_run_id"] for r in client.runs("retrain")}
+            known = {r["dag_run_id"] for r in client.runs(RETRAIN)}
             outcome = score_day(client, clock, day)
             if outcome["alarm"]:
                 follow_retraining(client, clock, known)
         promoted = promotion_day(stack)
         retro_first = promoted or SCORE_LAST
         clock.say(f"retro_test: the first champion over {retro_first}..{SCORE_LAST}, against production")
-        run_id = client.trigger("retro_test", {"model_name": "churn", "version": 1, "champion_as_of": None,
+        run_id = client.trigger("retro_test", {"model_name": MODEL, "version": 1, "champion_as_of": None,
                                                "start": retro_first.isoformat(), "end": SCORE_LAST.isoformat(),
                                                "namespace": "retro_first_champion", "compare_to_production": True})
         follow(client, clock, "retro_test", run_id)
@@ -136,7 +138,7 @@ def promotion_day(stack: Stack) -> date | None:
     from jobs import registry
 
     client = registry.client(stack.config["MLFLOW_TRACKING_URI"])
-    later = [e.effective_from for e in registry.alias_history(client, "churn")
+    later = [e.effective_from for e in registry.alias_history(client, MODEL)
              if e.alias == registry.CHAMPION and e.version not in (None, "1")]
     return min(later) if later else None
 

@@ -427,7 +427,9 @@ def retro(
 @app.command()
 def publish(
     date_: DateOpt,
-    dataset: Annotated[str, typer.Option(help="the validated dataset, e.g. batchloop.features")] = "",
+    dataset: Annotated[str, typer.Option(help="the validated dataset, e.g. batchloop.features "
+                                               "(default: the model's feature table)")] = "",
+    model_name: NameOpt = None,
 ) -> None:
     """Render the Data Docs of a day's stored validation records (no Spark)."""
     from jobs import datadocs
@@ -438,7 +440,7 @@ def publish(
     os.nice(PUBLISH_NICENESS)
     day = parse_date(date_)
     env = load_env()
-    name = dataset or f"{env.database}.features"
+    name = dataset or f"{env.database}.{_settings(model_name)[0].table}"
     _emit({"date": day.isoformat(), "data_docs": datadocs.publish_pending(env, name, day.isoformat())})
 
 

@@ -39,3 +39,7 @@ class GoldenSampleMismatch(BatchloopError):
 
 class PromotionRefused(BatchloopError):
     """An alias move that the gate or the history does not allow."""
+
+
+class TrainingFailed(BatchloopError):
+    """A trainer raised, or returned something that cannot be logged or scored; nothing was registered."""

@@ -1,36 +1,80 @@
 """What runs inside Spark's Python workers when scoring: Arrow batches in, scores out.
 
-The model strings travel with the scoring function; a worker builds its boosters on first use and
-keeps them for every later batch and task (Python workers are reused), each predicting
-with one thread while Spark runs as many workers as cores. The feature matrix arrives
-as one Arrow list column of doubles (missing values already NaN), so the worker reads
-it as a (rows x features) numpy view without copying column by column.
+Each model travels with the scoring function: a booster as its model string, any other
+MLflow model as its saved folder (tar.gz). A worker builds each model on first use and
+keeps it for every later batch and task (Python workers are reused): boosters predict
+with one thread while Spark runs as many workers as cores. For boosters the feature
+matrix arrives as one Arrow list column of doubles (missing values already NaN), read as
+a (rows x features) numpy view without copying column by column; a pyfunc model gets a
+pandas frame of its raw input columns (numbers as double, categories as text).
 """
 
 from __future__ import annotations
 
+import io
+import tarfile
+import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-# per Python worker process: model key -> booster, the most recently used last. A warm server's
+# per Python worker process: model key -> model, the most recently used last. A warm server's
 # workers live across many steps; only the last few versions are kept.
 _BOOSTERS: OrderedDict[str, object] = OrderedDict()
+_PYFUNCS: OrderedDict[str, object] = OrderedDict()
 KEEP_BOOSTERS = 6
 
 
-def booster(key: str, model_strings) -> object:
+class Plan(NamedTuple):
+    """One model of a scoring pass, as the workers get it."""
+
+    key: str  # model name/version
+    kind: str  # "booster" or "pyfunc"
+    payload: str | bytes  # the booster's model string, or the pyfunc model's folder as tar.gz
+    columns: list[str]  # the booster's encoded features, or the pyfunc model's input columns
+    task: str  # binary (score: the positive class's probability) or regression
+
+
+def booster(key: str, model_string: str) -> object:
     """The booster for `key` (model name/version), built once per worker process from its model string."""
     if key not in _BOOSTERS:
         import lightgbm as lgb
 
-        _BOOSTERS[key] = lgb.Booster(model_str=model_strings[key])
+        _BOOSTERS[key] = lgb.Booster(model_str=model_string)
         while len(_BOOSTERS) > KEEP_BOOSTERS:
             _BOOSTERS.popitem(last=False)
     _BOOSTERS.move_to_end(key)
     return _BOOSTERS[key]
+
+
+def pyfunc(key: str, archive: bytes) -> object:
+    """The MLflow pyfunc model for `key`, unpacked and loaded once per worker process."""
+    if key not in _PYFUNCS:
+        import mlflow.pyfunc
+
+        folder = tempfile.mkdtemp(prefix="batchloop-model-")
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            tar.extractall(folder, filter="data")
+        _PYFUNCS[key] = mlflow.pyfunc.load_model(folder)
+        while len(_PYFUNCS) > KEEP_BOOSTERS:
+            _PYFUNCS.popitem(last=False)
+    _PYFUNCS.move_to_end(key)
+    return _PYFUNCS[key]
+
+
+def to_scores(output, task: str) -> np.ndarray:
+    """A pyfunc model's output as one score per row: the positive class's probability, or the value."""
+    values = np.asarray(output.to_numpy() if hasattr(output, "to_numpy") else output, dtype=float)
+    if values.ndim == 2:
+        if values.shape[1] == 1:
+            return values[:, 0]
+        if task != "binary":
+            raise ValueError(f"a regression model returned {values.shape[1]} columns per row; it must return one")
+        return values[:, -1]
+    return values
 
 
 def matrix(column: pa.Array, width: int) -> np.ndarray:
@@ -54,16 +98,25 @@ def top_contributions(contrib: np.ndarray, names: list[str], k: int) -> pa.Array
     return pa.ListArray.from_arrays(offsets, structs)
 
 
-def score_batches(batches: Iterator[pa.RecordBatch], keys: list[str], model_strings, width: int,
-                  names: list[str], top_k: int) -> Iterator[pa.RecordBatch]:
-    """(key, x, ood) batches -> (key, ood, score per model [, top features of the first model])."""
-    models = [booster(k, model_strings) for k in keys]
+def score_batches(batches: Iterator[pa.RecordBatch], plan: list[Plan], width: int, names: list[str],
+                  top_k: int) -> Iterator[pa.RecordBatch]:
+    """(key, [x], ood, [raw columns]) batches -> (key, ood, score per model [, top features of the first])."""
+    models = [booster(p.key, str(p.payload)) if p.kind == "booster" else pyfunc(p.key, bytes(p.payload))
+              for p in plan]
     for batch in batches:
-        X = matrix(batch.column(1), width)
-        arrays = [batch.column(0), batch.column(2)]
+        X = matrix(batch.column("x"), width) if width else None
+        frame = None
+        arrays = [batch.column("key"), batch.column("ood_features")]
         out_names = ["key", "ood_features"]
-        for i, model in enumerate(models):
-            arrays.append(pa.array(model.predict(X, num_threads=1), pa.float64()))
+        for i, (p, model) in enumerate(zip(plan, models, strict=True)):
+            if p.kind == "booster":
+                scores = model.predict(X, num_threads=1)
+            else:
+                if frame is None:
+                    frame = pa.Table.from_batches([batch]).drop_columns(
+                        [c for c in ("key", "x", "ood_features") if c in batch.schema.names]).to_pandas()
+                scores = to_scores(model.predict(frame[p.columns]), p.task)
+            arrays.append(pa.array(scores, pa.float64()))
             out_names.append(f"score_{i}")
         if top_k:
             contrib = models[0].predict(X, num_threads=1, pred_contrib=True)

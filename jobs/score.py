@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs import datadocs, lineage, predict, registry
+from jobs import datadocs, flavors, lineage, predict, registry
 from jobs.contract import Contract, changed_expectations, load_contract, quarantine_frame, raise_on_failure
 from jobs.encoding import model_matrix
 from jobs.errors import ContractViolation, GoldenSampleMismatch, ModelNotFound
@@ -43,28 +43,39 @@ NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType
 
 @dataclass(frozen=True)
 class Scorer:
-    """A resolved model version and everything scoring needs from it."""
+    """A resolved model version and everything scoring needs from it.
+
+    `kind` is how it is scored: "booster" (a LightGBM model: its model string, read by the
+    booster directly on the encoded matrix) or "pyfunc" (any other MLflow model: its saved
+    folder as a tar.gz, loaded once per Python worker, predicting pandas batches of the raw
+    feature columns `names`)."""
 
     model: registry.ResolvedModel
-    model_string: str
+    payload: str | bytes
     names: list[str]
     vocab: dict[str, list[str]]
     ranges: dict[str, tuple[float, float]]
     golden: dict[str, Any]
+    kind: str = flavors.BOOSTER
+    task: str = "binary"
 
     @property
     def key(self) -> str:
         return f"{self.model.name}/{self.model.version}"
 
 
-def load_scorer(model: registry.ResolvedModel) -> Scorer:
-    """Booster, vocabulary, training ranges and golden sample of a registered version."""
-    booster = registry.load_booster(model)
+def load_scorer(model: registry.ResolvedModel, spec: ModelSpec) -> Scorer:
+    """The model (booster or pyfunc), vocabulary, training ranges and golden sample of a registered version."""
     profile = registry.load_json_artifact(model, PROFILE_ARTIFACT)
     ranges = {c: (v["min"], v["max"]) for c, v in profile["numeric"].items() if v.get("n")}
-    return Scorer(model, booster.model_to_string(), list(booster.feature_name()),
-                  registry.load_json_artifact(model, VOCABULARY_ARTIFACT), ranges,
-                  registry.load_json_artifact(model, GOLDEN_ARTIFACT))
+    golden = registry.load_json_artifact(model, GOLDEN_ARTIFACT)
+    if flavors.kind_of(model.uri) == flavors.BOOSTER:
+        booster = registry.load_booster(model)
+        return Scorer(model, booster.model_to_string(), list(booster.feature_name()),
+                      registry.load_json_artifact(model, VOCABULARY_ARTIFACT), ranges, golden, flavors.BOOSTER,
+                      spec.task)
+    return Scorer(model, registry.model_archive(model), flavors.input_columns(model.uri, spec), {}, ranges, golden,
+                  flavors.PYFUNC, spec.task)
 
 
 def check_contract_version(model: registry.ResolvedModel, features: Contract, policy: ValidationParams) -> None:
@@ -80,14 +91,15 @@ def check_contract_version(model: registry.ResolvedModel, features: Contract, po
     log.warning(message)
 
 
-def check_signature(df: DataFrame, scorer: Scorer) -> None:
+def check_signature(df: DataFrame, scorer: Scorer, spec: ModelSpec) -> None:
     """The input has every model feature, numeric where the model wants a number, text for a category."""
     types = {f.name: f.dataType for f in df.schema.fields}
+    categorical = set(scorer.vocab) if scorer.kind == flavors.BOOSTER else set(spec.features.categorical)
     missing = [n for n in scorer.names if n not in types]
     wrong = [f"{n} is {types[n].simpleString()}, the model needs "
-             f"{'a string category' if n in scorer.vocab else 'a number'}"
+             f"{'a string category' if n in categorical else 'a number'}"
              for n in scorer.names if n in types and
-             (not isinstance(types[n], T.StringType) if n in scorer.vocab else not isinstance(types[n], NUMERIC_TYPES))]
+             (not isinstance(types[n], T.StringType) if n in categorical else not isinstance(types[n], NUMERIC_TYPES))]
     if missing or wrong:
         raise ContractViolation(f"input does not match {scorer.model.uri}'s signature: "
                                 + "; ".join(([f"missing column(s) {', '.join(missing)}"] if missing else []) + wrong))
@@ -100,28 +112,36 @@ def ood_count(scorer: Scorer) -> F.Column:
     return sum(terms[1:], terms[0]).cast("int") if terms else F.lit(0)
 
 
-def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, batch_rows: int) -> DataFrame:
+def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, batch_rows: int,
+                  categorical: tuple[str, ...] = ()) -> DataFrame:
     """(key, ood_features, score_0[, score_1][, top_features]) for every row of df, in one pass."""
     spark = df.sparkSession
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
-    first = scorers[0]
-    for s in scorers[1:]:
+    boosters = [s for s in scorers if s.kind == flavors.BOOSTER]
+    first = boosters[0] if boosters else scorers[0]
+    for s in boosters[1:]:
         if s.names != first.names or s.vocab != first.vocab:
             # another encoding: score it in its own pass rather than feed it the wrong matrix
             raise ModelNotFound(f"{s.model.uri} encodes features differently from {first.model.uri}")
-    # the model strings travel inside the function, which Spark ships to the workers once per task
-    # (pickled, in both Spark modes); a worker builds each booster once and keeps it (predict.booster)
-    strings = {s.key: s.model_string for s in scorers}
-    width, names, keys = len(first.names), first.names, [s.key for s in scorers]
+    if top_k and scorers[0].kind != flavors.BOOSTER:
+        raise ContractViolation(f"scoring.contributions_top_k needs a tree booster (LightGBM); {scorers[0].model.uri} "
+                                "is an MLflow pyfunc model: set scoring.contributions_top_k: 0 for this model")
+    # the model strings (boosters) and saved folders (pyfunc models) travel inside the function, which
+    # Spark ships to the workers once per task (pickled, in both Spark modes); a worker builds each
+    # model once and keeps it (predict.booster, predict.pyfunc)
+    plan = [predict.Plan(s.key, s.kind, s.payload, s.names, s.task) for s in scorers]
+    width, names = (len(first.names), first.names) if boosters else (0, [])
+    raw = sorted({n for s in scorers if s.kind == flavors.PYFUNC for n in s.names})
     key_type = df.schema[key].dataType
     fields = [T.StructField("key", key_type), T.StructField("ood_features", T.IntegerType())]
     fields += [T.StructField(f"score_{i}", T.DoubleType()) for i in range(len(scorers))]
     if top_k:
         fields.append(T.StructField("top_features", T.ArrayType(T.StructType([
             T.StructField("feature", T.StringType()), T.StructField("contribution", T.DoubleType())]))))
-    inputs = df.select(F.col(key).alias("key"), model_matrix(names, first.vocab).alias("x"),
-                       ood_count(first).alias("ood_features"))
-    return inputs.mapInArrow(lambda it: predict.score_batches(it, keys, strings, width, names, top_k),
+    matrix = [model_matrix(names, first.vocab).alias("x")] if boosters else []
+    columns = [F.col(c).cast("string" if c in categorical else "double").alias(c) for c in raw]
+    inputs = df.select(F.col(key).alias("key"), *matrix, ood_count(first).alias("ood_features"), *columns)
+    return inputs.mapInArrow(lambda it: predict.score_batches(it, plan, width, names, top_k),
                              T.StructType(fields))
 
 
@@ -144,14 +164,16 @@ def lineage_columns(scores: DataFrame, index: int, key: str, scorer: Scorer, run
     )
 
 
-def check_golden(spark, scorer: Scorer, data_key: str, feature_schema: T.StructType, tolerance: float,
-                 batch_rows: int) -> float:
-    """Re-score the golden sample through the same Spark path; refuse when scores differ from training's."""
+def check_golden(spark, scorer: Scorer, data_key: str, input_schema: T.StructType, tolerance: float,
+                 batch_rows: int, categorical: tuple[str, ...]) -> float:
+    """Re-score the golden sample through the same Spark path; refuse when scores differ from training's.
+
+    The sample's rows take the types of the day's input (the table they were drawn from)."""
     golden = scorer.golden
-    schema = T.StructType([feature_schema[c] for c in golden["columns"]])
-    rows = [tuple(r.get(c) for c in golden["columns"]) for r in golden["rows"]]
+    schema = T.StructType([input_schema[c] for c in golden["columns"]])
+    rows = [tuple(_typed(r.get(c), schema[c].dataType) for c in golden["columns"]) for r in golden["rows"]]
     df = spark.createDataFrame(rows, schema)
-    got = {r["key"]: r["score_0"] for r in predict_frame(df, data_key, [scorer], 0, batch_rows).collect()}
+    got = {r["key"]: r["score_0"] for r in predict_frame(df, data_key, [scorer], 0, batch_rows, categorical).collect()}
     expected = {r[data_key]: s for r, s in zip(golden["rows"], golden["scores"], strict=True)}
     worst = max(abs(got[k] - v) for k, v in expected.items())
     if worst > tolerance:
@@ -160,6 +182,17 @@ def check_golden(spark, scorer: Scorer, data_key: str, feature_schema: T.StructT
             f"{worst:.3g} > {tolerance:g}): the scoring environment (LightGBM, numpy, encoding) differs from the "
             "training one. Align library versions or retrain")
     return worst
+
+
+def _typed(value: Any, data_type: T.DataType) -> Any:
+    """A JSON value as the column's type wants it (JSON has one number type)."""
+    if value is None:
+        return None
+    if isinstance(data_type, (T.FloatType, T.DoubleType)):
+        return float(value)
+    if isinstance(data_type, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)) and float(value).is_integer():
+        return int(value)
+    return value
 
 
 def resolve_models(client, spec: ModelSpec, day: date, model_ref: str | None, shadow: bool,
@@ -184,8 +217,6 @@ def resolve_models(client, spec: ModelSpec, day: date, model_ref: str | None, sh
 def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_ref: str | None = None,
         as_of: date | None = None, shadow: bool | None = None) -> dict[str, Any]:
     """Score one day from `source` into `sink` (the same lake, or a retro-test namespace)."""
-    from jobs.generate import feature_schema
-
     client = registry.client(env.mlflow_tracking_uri)
     model, challenger = resolve_models(client, spec, day, model_ref,
                                        spec.scoring.shadow if shadow is None else shadow, as_of)
@@ -193,17 +224,19 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
              f", shadow {challenger.uri}" if challenger else "")
     features_contract = load_contract(spec.table)
     check_contract_version(model, features_contract, spec.validation)
-    scorers = [load_scorer(model)] + ([load_scorer(challenger)] if challenger else [])
-    if challenger and (scorers[1].names != scorers[0].names or scorers[1].vocab != scorers[0].vocab):
+    scorers = [load_scorer(model, spec)] + ([load_scorer(challenger, spec)] if challenger else [])
+    if challenger and scorers[0].kind == scorers[1].kind == flavors.BOOSTER and (
+            scorers[1].names != scorers[0].names or scorers[1].vocab != scorers[0].vocab):
         log.warning("%s encodes features differently; it is not shadow-scored", challenger.uri)
         scorers, challenger = scorers[:1], None
     spark = source.spark
     batch_rows = spec.scoring.arrow_batch_rows
     features = source.read_partition(spec.table, day)
     for s in scorers:
-        check_signature(features, s)
+        check_signature(features, s, spec)
     for s in scorers:
-        worst = check_golden(spark, s, spec.key, feature_schema(spec), spec.scoring.golden_tolerance, batch_rows)
+        worst = check_golden(spark, s, spec.key, features.schema, spec.scoring.golden_tolerance, batch_rows,
+                             spec.features.categorical)
         log.info("golden sample of %s: largest difference %.3g", s.model.uri, worst)
     _size_partitions(source, spec.table, day)
 
@@ -219,7 +252,8 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
     raise_on_failure(checked.report, checked.text)
 
     top_k = spec.scoring.contributions_top_k
-    scored = predict_frame(checked.passed, spec.key, scorers, top_k, batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
+    scored = predict_frame(checked.passed, spec.key, scorers, top_k, batch_rows, spec.features.categorical) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
     scored_at = datetime.now(UTC)
     outputs = {"scores": lineage_columns(scored, 0, spec.key, scorers[0], run_id, scored_at, bool(top_k))}
     if challenger:

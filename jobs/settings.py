@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from datetime import date
 from functools import lru_cache
@@ -102,11 +103,46 @@ class FeatureSpec(Frozen):
         return self
 
 
-class TrainerSpec(Frozen):
-    """How a model is trained: a built-in trainer and its parameters."""
+IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"  # package.module:name
+CLASS_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_]*)?$"  # sklearn.linear_model.Ridge
 
-    name: Literal["lightgbm"]
-    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+class Preprocessing(Frozen):
+    """The scikit-learn trainer's preprocessing: numeric features, then categories."""
+
+    numeric: Literal["standard", "passthrough"] = "standard"  # median-imputed, then scaled (or not)
+    categorical: Literal["onehot", "ordinal"] = "onehot"  # unseen and missing categories: all zeros / -1
+
+
+class TrainerSpec(Frozen):
+    """How a model is trained.
+
+    `lightgbm`: LightGBM on numeric features and category codes, `params` its hyperparameters.
+    `sklearn`: a scikit-learn Pipeline of `preprocessing` and the `estimator` (an import path,
+    e.g. sklearn.linear_model.Ridge) built with `params`. Anything else is a custom trainer
+    `package.module:function`, called with the training rows (a pandas DataFrame) and
+    `params`; it returns a fitted scikit-learn estimator or an mlflow.pyfunc.PythonModel."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    estimator: str | None = Field(default=None, pattern=CLASS_PATH)
+    preprocessing: Preprocessing = Preprocessing()
+
+    @property
+    def kind(self) -> Literal["lightgbm", "sklearn", "custom"]:
+        return "custom" if ":" in self.name else self.name  # type: ignore[return-value]
+
+    @model_validator(mode="after")
+    def _known(self) -> TrainerSpec:
+        if self.name not in ("lightgbm", "sklearn") and not re.fullmatch(IMPORT_PATH, self.name):
+            raise ValueError(f"name: {self.name!r} is not a trainer: use lightgbm, sklearn, or a custom trainer's "
+                             "import path package.module:function")
+        if self.name == "sklearn" and not self.estimator:
+            raise ValueError("estimator: the sklearn trainer needs the estimator's import path "
+                             "(e.g. sklearn.ensemble.HistGradientBoostingRegressor)")
+        if self.name != "sklearn" and self.estimator:
+            raise ValueError(f"estimator: only the sklearn trainer takes an estimator (this one is {self.name})")
+        return self
 
 
 TASKS = ("binary", "regression")

@@ -1,4 +1,7 @@
-"""Training: a LightGBM model from a DVC-versioned snapshot, registered in MLflow with its lineage.
+"""Training: the spec's model from a DVC-versioned snapshot, registered in MLflow with its lineage.
+
+The trainer is the spec's (`trainer`: LightGBM, a scikit-learn pipeline, or a custom
+trainer by import path; jobs/flavors.py); everything else is the same for every flavor.
 
 `run` reads only the snapshot folder (never the lake), so the same snapshot gives the
 same model: the window, the contracts' verdicts, the model, its reference profile and
@@ -20,10 +23,9 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from jobs import lineage, registry, versioning
+from jobs import flavors, lineage, registry, versioning
 from jobs import snapshot as snapshots
 from jobs.contract import combine, load_contract, raise_on_failure
-from jobs.encoding import Vocabulary, encode_pandas, learn_vocabulary
 from jobs.errors import ServiceUnavailable
 from jobs.metrics import Quality, oriented, quality
 from jobs.reference import build_profile
@@ -53,17 +55,6 @@ class Trained:
     window: snapshots.Window
 
 
-def fit(X: pd.DataFrame, y: np.ndarray, spec: ModelSpec):
-    """Fit LightGBM with the hyperparameters from params.yaml on an encoded matrix."""
-    import lightgbm as lgb
-
-    hp: dict[str, Any] = dict(spec.trainer.params)
-    rounds = int(hp.pop("num_boost_round", 100))
-    hp.update(verbosity=-1, deterministic=True)
-    dataset = lgb.Dataset(X, label=y, categorical_feature=list(spec.features.categorical))
-    return lgb.train(hp, dataset, num_boost_round=rounds)
-
-
 def golden_sample(holdout: pd.DataFrame, scores: np.ndarray, key: str, columns: list[str],
                   rows: int) -> dict[str, Any]:
     """A fixed sample of holdout rows (the smallest keys' hashes) with the scores training gave them."""
@@ -74,17 +65,12 @@ def golden_sample(holdout: pd.DataFrame, scores: np.ndarray, key: str, columns: 
     return {"columns": columns, "rows": records, "scores": [float(s) for s in scores[order]]}
 
 
-def importance(booster) -> dict[str, float]:
-    gain = booster.feature_importance(importance_type="gain")
-    total = float(gain.sum()) or 1.0
-    return {name: float(g) / total for name, g in zip(booster.feature_name(), gain, strict=True)}
-
-
 def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Trained:
     """Train on a snapshot folder: verify and push it with DVC, validate, fit, evaluate, register."""
     from mlflow.exceptions import MlflowException
 
     client = registry.client(env.mlflow_tracking_uri)
+    flavors.check_trainer(spec)  # an import path that does not resolve fails before anything is pushed
     window = snapshots.Window.from_dict(snapshots.read_window(folder)["window"])
     record = versioning.track(env, folder, push=push)
     contract = combine("snapshot", load_contract(spec.table), load_contract(spec.label.table))
@@ -97,19 +83,16 @@ def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Tr
     log.info("loaded %d training rows (%d quarantined)", len(frame), checked.report.quarantined)
     holdout_mask = frame["dt"] >= window.holdout_first
     train, holdout = frame[~holdout_mask], frame[holdout_mask].reset_index(drop=True)
-    vocab: Vocabulary = learn_vocabulary(train, spec.features.categorical)
-    X_train = encode_pandas(train, spec.features.numeric, vocab)
-    X_holdout = encode_pandas(holdout, spec.features.numeric, vocab)
     y_train, y_holdout = train[spec.label.column].to_numpy(), holdout[spec.label.column].to_numpy()
-    booster = fit(X_train, y_train, spec)
-    log.info("fitted LightGBM on %d rows, holding out %d", len(train), len(holdout))
-    holdout_scores = booster.predict(X_holdout)
-    q_train: Quality = quality(y_train, booster.predict(X_train), spec.gate.calibration_bins, spec.task)
+    fitted = flavors.fit(spec, train)
+    log.info("fitted %s (%s) on %d rows, holding out %d", spec.trainer.name, fitted.flavor, len(train), len(holdout))
+    holdout_scores = fitted.predict(holdout, spec)
+    q_train: Quality = quality(y_train, fitted.predict(train, spec), spec.gate.calibration_bins, spec.task)
     q_holdout: Quality = quality(y_holdout, holdout_scores, spec.gate.calibration_bins, spec.task)
     primary = spec.primary_metric
     metrics = {**q_train.as_dict("train_"), **q_holdout.as_dict("holdout_"),
                "overfit_gap": oriented(primary, q_train[primary] - q_holdout[primary])}
-    weights = importance(booster)
+    weights = flavors.importance(fitted, spec, holdout)
     profile = build_profile(train_rows, train, spec, spec.drift, holdout_scores, weights)
     log.info("built the reference profile")
     checked.annotated.unpersist()
@@ -131,11 +114,11 @@ def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Tr
     }
     if lineage.orchestrator_run_id():
         tags["airflow_run_id"] = lineage.orchestrator_run_id()
-    artifacts = {PROFILE_ARTIFACT: profile, VOCABULARY_ARTIFACT: vocab, GOLDEN_ARTIFACT: golden,
+    artifacts = {PROFILE_ARTIFACT: profile, VOCABULARY_ARTIFACT: fitted.vocab, GOLDEN_ARTIFACT: golden,
                  WINDOW_ARTIFACT: snapshots.read_window(folder)}
     try:
-        version = _log_and_register(spec, client, booster, X_holdout, metrics, tags, checked.report,
-                                            features_contract, record, artifacts, window)
+        version = _log_and_register(spec, client, fitted, holdout.head(5), metrics, tags, checked.report,
+                                    features_contract, record, artifacts, window)
     except MlflowException as exc:
         raise ServiceUnavailable(
             f"could not store the training run's artifacts and model through the MLflow server at "
@@ -150,16 +133,19 @@ def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Tr
     return Trained(model, metrics, window)
 
 
-def _log_and_register(spec: ModelSpec, client, booster, X_holdout: pd.DataFrame, metrics: dict[str, float],
+def _log_and_register(spec: ModelSpec, client, fitted: flavors.Fitted, example: pd.DataFrame,
+                      metrics: dict[str, float],
                       tags: dict[str, str], report, features_contract, record: versioning.Record,
                       artifacts: dict[str, Any], window: snapshots.Window) -> str:
     """One MLflow run with everything a version needs, then the registered version."""
     import mlflow
-    from mlflow.models import infer_signature
 
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"train-{window.as_of}") as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({f"lgbm_{k}": v for k, v in spec.trainer.params.items()})
+        mlflow.log_params({"trainer": spec.trainer.name, "flavor": fitted.flavor, "task": spec.task,
+                           **({"estimator": spec.trainer.estimator} if spec.trainer.estimator else {})})
+        prefix = "lgbm" if spec.trainer.kind == "lightgbm" else "trainer"
+        mlflow.log_params({f"{prefix}_{k}": v for k, v in spec.trainer.params.items()})
         mlflow.log_params({"window_days": spec.train.window_days, "holdout_days": spec.train.holdout_days,
                            "as_of": window.as_of.isoformat(), "snapshot_md5": record.md5})
         mlflow.log_metrics(metrics)
@@ -173,12 +159,7 @@ def _log_and_register(spec: ModelSpec, client, booster, X_holdout: pd.DataFrame,
         for name, content in artifacts.items():
             (Path(tmp) / name).write_text(json.dumps(content))
             mlflow.log_artifact(str(Path(tmp) / name))
-        example = X_holdout.head(5)
-        info = mlflow.lightgbm.log_model(
-            booster, name="model", input_example=example,
-            signature=infer_signature(example, booster.predict(example)),
-            registered_model_name=spec.name,
-        )
+        info = flavors.log_model(fitted, spec, example)
         version = str(info.registered_model_version)
         for key, value in {**tags, "training_run_id": run.info.run_id}.items():
             client.set_model_version_tag(spec.name, version, key, value)

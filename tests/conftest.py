@@ -130,6 +130,8 @@ def artifacts() -> Path:
 # -- the DAG world: Spark steps as spark-submit subprocesses ------------------------------------------------
 BIN = Path(sys.executable).parent
 MODEL = "churn_dags"
+# the world's model's own DAGs (dags/ makes one of each per declared model)
+SCORE_DAILY, RETRAIN, MONITOR = (f"{kind}__{MODEL}" for kind in ("score_daily", "retrain", "monitor_performance"))
 
 
 @dataclass
@@ -183,18 +185,21 @@ from datetime import datetime, timezone
 sys.path.insert(0, "{dags}")
 import {module} as m
 logical = {logical!r}
-run = m.{module}_dag.test(run_conf={conf!r},
-                          logical_date=datetime.fromisoformat(logical).replace(tzinfo=timezone.utc) if logical else None)
+dag = getattr(m, {dag_id!r}, None) or getattr(m, {module!r} + "_dag")
+run = dag.test(run_conf={conf!r},
+               logical_date=datetime.fromisoformat(logical).replace(tzinfo=timezone.utc) if logical else None)
 states = {{ti.task_id: ti.state for ti in run.get_task_instances()}}
 print("RESULT " + json.dumps({{"state": str(run.state), "tasks": {{k: str(v) for k, v in states.items()}}}}))
 """
 
 
-def dag_test(world, module: str, conf: dict | None = None, logical: str | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-c", RUN.format(dags=ROOT / "dags", module=module, conf=conf or {},
-                                                            logical=logical)],
+def dag_test(world, dag_id: str, conf: dict | None = None, logical: str | None = None) -> dict:
+    """`dag.test()` of one DAG (a model's, e.g. score_daily__churn_dags, or a shared one) in the world."""
+    module = dag_id.split("__")[0]
+    done = subprocess.run([sys.executable, "-c", RUN.format(dags=ROOT / "dags", module=module, dag_id=dag_id,
+                                                            conf=conf or {}, logical=logical)],
                           env=world.env, capture_output=True, text=True, timeout=1800, cwd=world.root)
-    log = world.root / f"dag_test_{module}.log"
+    log = world.root / f"dag_test_{dag_id}.log"
     log.write_text(done.stdout + done.stderr)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     assert lines, f"no result; see {log}: " + (done.stdout + done.stderr)[-3000:]
@@ -204,7 +209,7 @@ def dag_test(world, module: str, conf: dict | None = None, logical: str | None =
 @pytest.fixture(scope="session")
 def trained(dag_world):
     """The retrain DAG, forced on 2026-02-09: the first champion."""
-    return dag_test(dag_world, "retrain", {"as_of": "2026-02-09", "force": True})
+    return dag_test(dag_world, RETRAIN, {"as_of": "2026-02-09", "force": True})
 
 
 @pytest.fixture(scope="session")

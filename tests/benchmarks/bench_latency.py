@@ -36,6 +36,7 @@ from tests.conftest import make_dvc_repo  # noqa: E402
 FIRST_DAY, DAYS = date(2026, 1, 1), 48
 AS_OF = date(2026, 2, 9)
 SCORED = date(2026, 2, 10)
+SCORE_DAILY, RETRAIN = "score_daily__churn", "retrain__churn"  # the project params.yaml's model's DAGs
 
 
 def stack_memory(stack: Stack) -> PeakMemory:
@@ -65,25 +66,25 @@ def switch(stack: Stack, mode: str) -> AirflowClient:
     stack.config["BATCHLOOP_SPARK_MODE"] = mode
     stack.up()
     client = client_for(stack)
-    client.wait_for_dags(["score_daily", "retrain"])
+    client.wait_for_dags([SCORE_DAILY, RETRAIN])
     return client
 
 
 def score_one_day(client: AirflowClient, day: date) -> dict:
     """A single-day backfill of score_daily; the scheduler's start and end of its run."""
     t0 = time.monotonic()
-    backfill = client.backfill("score_daily", day.isoformat(), day.isoformat(), max_active_runs=1)
+    backfill = client.backfill(SCORE_DAILY, day.isoformat(), day.isoformat(), max_active_runs=1)
     client.wait_backfill(backfill["id"], timeout=3600)
     wall = time.monotonic() - t0
-    run = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
+    run = [r for r in client.runs(SCORE_DAILY) if r["run_type"] == "backfill"
            and (r.get("data_interval_start") or "")[:10] == day.isoformat()][-1]
-    tasks = client.task_instances("score_daily", run["dag_run_id"])
+    tasks = client.task_instances(SCORE_DAILY, run["dag_run_id"])
     states = {ti["task_id"]: ti["state"] for ti in tasks}
     if run["state"] != "success" or states.get("publish") != "success":
         raise SystemExit(f"score_daily {day} did not succeed: {run['state']} {states}")
     start, end = (at(run[k]) for k in ("start_date", "end_date"))
     return {"day": day.isoformat(), "run_seconds": round((end - start).total_seconds(), 1),
-            "wall_seconds": round(wall, 1), "scored_rows": client.xcom("score_daily", run["dag_run_id"],
+            "wall_seconds": round(wall, 1), "scored_rows": client.xcom(SCORE_DAILY, run["dag_run_id"],
                                                                       "score")["scores_rows"],
             "tasks": task_timings(tasks, start)}
 
@@ -121,24 +122,24 @@ def main() -> None:
         stack.up()
         idle = {"connect": gib(stack_memory(stack).now())}
         client = client_for(stack)
-        client.wait_for_dags(["score_daily", "retrain"])
-        for dag_id in ("score_daily", "retrain"):
+        client.wait_for_dags([SCORE_DAILY, RETRAIN])
+        for dag_id in (SCORE_DAILY, RETRAIN):
             client.unpause(dag_id)
         t0 = time.monotonic()
         run_cli(stack, "generate", "--start", FIRST_DAY.isoformat(), "--days", str(DAYS), "--rows", str(rows))
         print(f"generated {DAYS} days of {rows:,} rows in {time.monotonic() - t0:.0f} s")
-        run_id = client.trigger("retrain", {"as_of": AS_OF.isoformat(), "force": True})
+        run_id = client.trigger(RETRAIN, {"as_of": AS_OF.isoformat(), "force": True})
         t0 = time.monotonic()
-        if client.wait("retrain", run_id, timeout=3600) != "success":
+        if client.wait(RETRAIN, run_id, timeout=3600) != "success":
             raise SystemExit(f"the first training failed: retrain run {run_id}")
         results["first_retrain_seconds_connect"] = round(time.monotonic() - t0, 1)
         # only the measured score_daily runs from here: a drift breach's Asset event would start `retrain`
         # beside them, and the scheduled run of the latest interval (today) would poke for a partition the
         # generator never writes
-        client.pause("retrain")
-        for run in client.runs("score_daily"):
+        client.pause(RETRAIN)
+        for run in client.runs(SCORE_DAILY):
             if run["run_type"] == "scheduled" and run["state"] in ("queued", "running"):
-                client.set_run_state("score_daily", run["dag_run_id"], "failed")
+                client.set_run_state(SCORE_DAILY, run["dag_run_id"], "failed")
         runs: dict[str, list[dict]] = {"connect": [], "submit": []}
         peaks: dict[str, int] = {"connect": 0, "submit": 0}
         day = SCORED

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from measure import PeakMemory, timed, write  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from jobs import generate, registry, score, train  # noqa: E402
+from jobs import flavors, generate, registry, score  # noqa: E402
 from jobs.encoding import encode_pandas, encode_spark, learn_vocabulary  # noqa: E402
 from jobs.lake import Lake  # noqa: E402
 from jobs.settings import Env, load_params  # noqa: E402
@@ -50,8 +50,7 @@ def model_and_scorer(spec, generator, cores: int):
     X = encode_pandas(day.features, d.features.numeric, vocab)
     hp = {**spec.trainer.params, "num_leaves": LEAVES, "min_data_in_leaf": 20, "num_boost_round": TREES,
           "num_threads": cores}
-    booster = train.fit(X, day.labels[d.label.column].to_numpy(), spec.model_copy(
-        update={"trainer": spec.trainer.model_copy(update={"params": hp})}))
+    booster = flavors.booster_fit(X, day.labels[d.label.column].to_numpy(), hp, d.features.categorical)
     assert booster.num_trees() == TREES
     ranges = {c: (float(X[c].min()), float(X[c].max())) for c in d.features.numeric}
     model = registry.ResolvedModel("bench", "1", "champion", "bench-run", reference="models:/bench@champion")

@@ -37,11 +37,13 @@ def test_dag_files_import_without_errors_or_heavy_modules(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
     dags = report["dags"]
-    assert set(dags) == {"score_daily", "monitor_performance", "retrain", "retro_test", "promote"}
+    # one score_daily, monitor_performance and retrain per declared model (params.yaml: churn), two shared
+    assert set(dags) == {"score_daily__churn", "monitor_performance__churn", "retrain__churn", "retro_test",
+                         "promote"}
     assert all(d["doc"] for d in dags.values())
-    assert dags["score_daily"]["tasks"] == ["drift", "publish", "raise_drift_alarm", "score", "validate",
-                                            "wait_for_features"]
-    assert dags["retrain"]["tasks"] == ["as_of_day", "evaluate", "gate", "policy", "promote", "should_retrain",
-                                        "snapshot", "train", "validate"]
+    assert dags["score_daily__churn"]["tasks"] == ["drift", "publish", "raise_drift_alarm", "score", "validate",
+                                                   "wait_for_features"]
+    assert dags["retrain__churn"]["tasks"] == ["as_of_day", "evaluate", "gate", "policy", "promote",
+                                               "should_retrain", "snapshot", "train", "validate"]
     assert dags["retro_test"]["params"] == ["champion_as_of", "compare_to_production", "end", "model_name",
                                             "namespace", "start", "version"]

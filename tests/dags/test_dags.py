@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import MONITOR, RETRAIN, ROOT, SCORE_DAILY
 from tests.dags.conftest import MODEL, RUN, dag_test
 
 pytestmark = pytest.mark.dags
@@ -26,7 +26,7 @@ def test_retrain_trains_gates_and_promotes_the_first_champion(trained, dag_world
 
 def test_retrain_stops_after_the_policy_when_it_says_no(trained, dag_world):
     # the champion is one day old and nothing drifted: no retraining, and the reason is logged
-    result = dag_test(dag_world, "retrain", {"as_of": "2026-02-10", "force": False})
+    result = dag_test(dag_world, RETRAIN, {"as_of": "2026-02-10", "force": False})
     assert result["state"] == "success"
     assert result["tasks"]["policy"] == "success" and result["tasks"]["should_retrain"] == "success"
     assert result["tasks"]["snapshot"] == "skipped" and result["tasks"]["promote"] == "skipped"
@@ -34,7 +34,7 @@ def test_retrain_stops_after_the_policy_when_it_says_no(trained, dag_world):
 
 def test_score_daily_scores_the_interval_day_and_measures_drift(trained, dag_world):
     # a run dated 2026-02-11 covers the data interval [2026-02-10, 2026-02-11): it scores 2026-02-10
-    result = dag_test(dag_world, "score_daily", {}, logical="2026-02-11T00:00:00")
+    result = dag_test(dag_world, SCORE_DAILY, {}, logical="2026-02-11T00:00:00")
     assert result["state"] == "success", result
     assert result["tasks"]["raise_drift_alarm"] in ("success", "skipped")
     rows = dag_world.sql("SELECT (SELECT count(*) FROM scores WHERE dt = DATE'2026-02-10') AS n, "
@@ -44,7 +44,7 @@ def test_score_daily_scores_the_interval_day_and_measures_drift(trained, dag_wor
 
 
 def test_monitor_performance_skips_a_day_with_nothing_to_measure(trained, dag_world):
-    result = dag_test(dag_world, "monitor_performance", {}, logical="2026-02-12T00:00:00")
+    result = dag_test(dag_world, MONITOR, {}, logical="2026-02-12T00:00:00")
     assert result["state"] == "success", result
 
 

@@ -20,6 +20,7 @@ import requests
 
 from infra.airflow_api import AirflowClient, AirflowError
 from infra.stack import Stack, free_ports
+from tests.conftest import MONITOR, RETRAIN, SCORE_DAILY
 from tests.dags.conftest import BIN, MODEL
 
 pytestmark = pytest.mark.dags
@@ -42,7 +43,7 @@ def airflow(services, dag_world, trained):
     stack = Stack(config)
     stack.up({"airflow"})  # its Spark steps are clients of the world's Connect server
     client = AirflowClient.from_password_file(url, stack.password_file())
-    client.wait_for_dags(["score_daily", "retrain", "retro_test", "promote", "monitor_performance"])
+    client.wait_for_dags([SCORE_DAILY, RETRAIN, "retro_test", "promote", MONITOR])
     yield stack, client
     stack.down({"airflow"})
 
@@ -50,15 +51,15 @@ def airflow(services, dag_world, trained):
 def test_a_backfill_scores_each_day_through_the_scheduler(airflow, dag_world):
     # given the scheduler and a champion from 2026-02-10
     stack, client = airflow
-    client.unpause("score_daily")
+    client.unpause(SCORE_DAILY)
     # when a backfill is created through the REST API
-    backfill = client.backfill("score_daily", "2026-02-11", "2026-02-12", max_active_runs=2)
+    backfill = client.backfill(SCORE_DAILY, "2026-02-11", "2026-02-12", max_active_runs=2)
     client.wait_backfill(backfill["id"], timeout=1200)  # closed once every run of it has ended
-    runs = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"]
+    runs = [r for r in client.runs(SCORE_DAILY) if r["run_type"] == "backfill"]
     # then each day ran every step and holds one score per subscriber from the champion
     assert [r["state"] for r in runs] == ["success", "success"], runs
     for run in runs:
-        states = client.task_states("score_daily", run["dag_run_id"])
+        states = client.task_states(SCORE_DAILY, run["dag_run_id"])
         assert {k: v for k, v in states.items() if k != "raise_drift_alarm"} == {
             "wait_for_features": "success", "validate": "success", "score": "success", "drift": "success",
             "publish": "success"}
@@ -73,14 +74,14 @@ def test_running_the_backfill_again_changes_nothing(airflow, dag_world):
     stack, client = airflow
     first = json.loads((Path(dag_world.root) / "first_backfill.json").read_text())
     # when `airflow backfill create` runs a day again, with the champion's version pinned in the run conf
-    done = subprocess.run([str(BIN / "airflow"), "backfill", "create", "--dag-id", "score_daily",
+    done = subprocess.run([str(BIN / "airflow"), "backfill", "create", "--dag-id", SCORE_DAILY,
                            "--from-date", "2026-02-12", "--to-date", "2026-02-12", "--reprocess-behavior",
                            "completed", "--dag-run-conf", json.dumps({"model": f"models:/{MODEL}/1"})],
                           env=stack.env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     deadline = time.monotonic() + 1200
     while time.monotonic() < deadline:
-        runs = [r for r in client.runs("score_daily") if r["run_type"] == "backfill"
+        runs = [r for r in client.runs(SCORE_DAILY) if r["run_type"] == "backfill"
                 and r["logical_date"].startswith("2026-02-12")]
         if runs and runs[-1]["state"] in ("success", "failed") and runs[-1]["conf"].get("model"):
             break
@@ -117,14 +118,14 @@ SPARK_STEPS = ("validate", "score", "drift")
 def test_the_run_completes_when_the_scheduler_is_killed_and_restarted(airflow, dag_world):
     # given a run whose Spark step is under way
     stack, client = airflow
-    client.unpause("score_daily")
+    client.unpause(SCORE_DAILY)
     # (a manual run scores the last complete day before its date: 2026-02-13)
-    run_id = client.trigger("score_daily", {}, logical_date="2026-02-14T00:00:00Z")
+    run_id = client.trigger(SCORE_DAILY, {}, logical_date="2026-02-14T00:00:00Z")
     deadline = time.monotonic() + 600
     # a warm step takes seconds: look often, for any of the run's Spark steps, and stop at once if the
     # run ended before one was seen running (then the test proved nothing and says so)
     while True:
-        states = client.task_states("score_daily", run_id)
+        states = client.task_states(SCORE_DAILY, run_id)
         if any(states.get(t) == "running" for t in SPARK_STEPS):
             break
         assert states.get(SPARK_STEPS[-1]) not in ("success", "failed"), \
@@ -139,8 +140,8 @@ def test_the_run_completes_when_the_scheduler_is_killed_and_restarted(airflow, d
     stack.start(scheduler)
     try:
         # then the run still ends in success with the whole day scored
-        assert client.wait("score_daily", run_id, timeout=1500) == "success", \
-            client.task_states("score_daily", run_id)
+        assert client.wait(SCORE_DAILY, run_id, timeout=1500) == "success", \
+            client.task_states(SCORE_DAILY, run_id)
         rows = dag_world.sql("SELECT count(*) AS n FROM scores WHERE dt = DATE'2026-02-13'")
         assert rows == [{"n": 1500}]
     finally:
@@ -153,8 +154,8 @@ INJECTIONS = ["x'; DROP TABLE scores; --", "batchloop.scores", "../../etc/passwd
               "`touch /tmp/batchloop_pwned`", "{{ 7 * 7 }}", "models:/churn/1; rm -rf /", "2026-02-10' OR '1'='1",
               "retro_x; DROP DATABASE batchloop", "retro_x`"]
 STRING_PARAMS = {  # every string parameter the DAGs take, with a valid value for the others
-    "score_daily": {"model": {}},
-    "retrain": {"as_of": {}},
+    SCORE_DAILY: {"model": {}},
+    RETRAIN: {"as_of": {}},
     "retro_test": {p: {"model_name": MODEL, "version": 1, "start": "2026-02-11", "end": "2026-02-11",
                        "namespace": "retro_inj"} for p in ("model_name", "champion_as_of", "start", "end", "namespace")},
     "promote": {p: {"action": "promote", "model_name": MODEL, "version": 1, "reason": "injection test"}
@@ -258,7 +259,7 @@ def test_a_retro_test_is_triggered_from_the_ui_form_and_succeeds(airflow, browse
     log_in(browser, stack)
     open_trigger_form(browser, stack, "retro_test")
     # when they fill in a valid request and submit it
-    fill(browser, "element_model_name", MODEL)
+    # the model is a choice among the declared ones; the world's only model is preselected
     fill(browser, "element_version", "1")
     fill(browser, "element_start", "02112026")
     fill(browser, "element_end", "02112026")

@@ -51,7 +51,7 @@ def test_every_key_a_model_sets_overrides_the_default_and_the_rest_is_inherited(
     (lambda r: r["models"]["churn"].pop("key"), "model churn: key: required key missing"),
     (lambda r: r["defaults"]["gate"].pop("confidence"), "model churn: gate.confidence: required key missing"),
     (lambda r: r["models"]["churn"].update(task="ranking"), "model churn: task: "),
-    (lambda r: r["models"]["churn"]["trainer"].update(name="catboost"), "model churn: trainer.name: "),
+    (lambda r: r["models"]["churn"]["trainer"].update(name="catboost"), "model churn: trainer: .*'catboost' is not a trainer"),
     (lambda r: r["models"]["churn"]["features"].update(categorical=["region", "region"]),
      "model churn: features: .*listed twice: region"),
     (lambda r: r["models"]["churn"].update(table="Features; DROP"), "model churn: table: "),

@@ -1,0 +1,256 @@
+"""Model flavors behind one interface: fit, predict in this process, log to MLflow, load for scoring.
+
+- `lightgbm` (built in): a LightGBM booster on the encoded matrix (numeric features as
+  they are, categories as vocabulary codes). Scoring reads the booster directly: its
+  model string travels to the Python workers (jobs/predict.py), the fast path.
+- `sklearn` (built in): a scikit-learn Pipeline built from the spec: numeric features
+  median-imputed and scaled (or passed through), categories one-hot (or ordinal)
+  encoded, then the estimator named by import path with the trainer's params.
+- a custom trainer `package.module:function`: called with the training rows (a pandas
+  DataFrame: key, dt, features and the label; its `attrs` name the `label`, `key`,
+  `features`, `numeric` and `categorical` columns) and the trainer's params; it returns a
+  fitted scikit-learn estimator or an `mlflow.pyfunc.PythonModel` that does its own
+  preprocessing.
+
+Every model but the booster is logged and scored as an MLflow pyfunc model: what
+training measures is predicted by the saved model itself, reloaded, exactly as the
+scoring workers will load it. A binary model's score is the probability of the positive
+class (the last column of `predict_proba`); a regression model's is its prediction.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jobs.encoding import Vocabulary, encode_pandas, learn_vocabulary
+from jobs.errors import ConfigError, TrainingFailed
+from jobs.metrics import oriented, quality
+from jobs.predict import to_scores
+from jobs.settings import ModelSpec
+
+log = logging.getLogger(__name__)
+
+BOOSTER, PYFUNC = "booster", "pyfunc"  # how a version is scored
+IMPORTANCE_ROWS = 2000  # holdout rows that permutation importance shuffles (models without their own importance)
+
+
+@dataclass
+class Fitted:
+    """A trained model, ready to predict raw feature rows and to be logged."""
+
+    kind: str  # BOOSTER or PYFUNC
+    model: Any  # the booster, or the saved pyfunc model loaded back (what scoring will load)
+    vocab: Vocabulary = field(default_factory=dict)  # the booster's category codes
+    original: Any = None  # what the trainer returned: a fitted estimator or a PythonModel
+    flavor: str = "lightgbm"  # the MLflow flavor it is logged with: lightgbm, sklearn or pyfunc
+
+    def predict(self, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+        """Scores of raw feature rows: a probability (binary) or a value (regression)."""
+        if self.kind == BOOSTER:
+            return np.asarray(self.model.predict(encode_pandas(frame, spec.features.numeric, self.vocab)), float)
+        try:
+            return to_scores(self.model.predict(raw_features(frame, spec)), spec.task)
+        except ValueError as exc:
+            raise TrainingFailed(f"model {spec.name}: {exc}") from None
+
+
+def resolve(path: str, what: str) -> Any:
+    """The object an import path names (`package.module:name`, or `package.module.Name`)."""
+    module, _, name = path.partition(":") if ":" in path else path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{what}: cannot import {path!r} ({type(exc).__name__}: {exc})") from None
+
+
+def check_trainer(spec: ModelSpec) -> None:
+    """The trainer's import paths resolve (a custom trainer, the sklearn estimator): else one clear error."""
+    if spec.trainer.kind == "custom":
+        resolve(spec.trainer.name, f"model {spec.name}: trainer.name")
+    elif spec.trainer.kind == "sklearn":
+        resolve(str(spec.trainer.estimator), f"model {spec.name}: trainer.estimator")
+
+
+def booster_fit(X: pd.DataFrame, y: np.ndarray, params: dict[str, Any], categorical: tuple[str, ...]):
+    """LightGBM with the trainer's hyperparameters on an encoded matrix."""
+    import lightgbm as lgb
+
+    hp: dict[str, Any] = dict(params)
+    rounds = int(hp.pop("num_boost_round", 100))
+    hp.update(verbosity=-1, deterministic=True)
+    return lgb.train(hp, lgb.Dataset(X, label=y, categorical_feature=list(categorical)), num_boost_round=rounds)
+
+
+def sklearn_pipeline(spec: ModelSpec):
+    """Preprocessing and the estimator, as the spec's sklearn trainer declares them."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    t = spec.trainer
+    estimator_class = resolve(str(t.estimator), f"model {spec.name}: trainer.estimator")
+    try:
+        estimator = estimator_class(**t.params)
+    except TypeError as exc:
+        raise ConfigError(f"model {spec.name}: trainer.params: {t.estimator} does not take them ({exc})") from None
+    numeric = [("impute", SimpleImputer(strategy="median"))]
+    if t.preprocessing.numeric == "standard":
+        numeric.append(("scale", StandardScaler()))
+    # missing categories arrive as None (as Spark hands them over): they become one more category
+    categories = (OneHotEncoder(handle_unknown="ignore") if t.preprocessing.categorical == "onehot"
+                  else OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                      encoded_missing_value=-1))
+    columns = ColumnTransformer([("numeric", Pipeline(numeric), list(spec.features.numeric)),
+                                 ("categorical", Pipeline([("missing", SimpleImputer(
+                                     missing_values=None, strategy="constant", fill_value="__missing__")),
+                                                           ("encode", categories)]),
+                                  list(spec.features.categorical))])
+    return Pipeline([("features", columns), ("model", estimator)])
+
+
+def raw_features(frame: pd.DataFrame, spec: ModelSpec, columns: list[str] | None = None) -> pd.DataFrame:
+    """Feature columns as scoring hands them to a model: numbers as float64 (missing: NaN), categories as
+    text (missing: None)."""
+    out = frame[columns or list(spec.features.all)].copy()
+    for c in out.columns:
+        if c in spec.features.categorical:
+            out[c] = out[c].astype(object).where(out[c].notna(), None)
+        else:
+            out[c] = out[c].astype("float64")
+    return out
+
+
+def fit(spec: ModelSpec, train: pd.DataFrame) -> Fitted:
+    """Train the spec's model on the training rows (key, dt, features and the label)."""
+    y = train[spec.label.column].to_numpy()
+    kind = spec.trainer.kind
+    if kind == "lightgbm":
+        vocab = learn_vocabulary(train, spec.features.categorical)
+        X = encode_pandas(train, spec.features.numeric, vocab)
+        return Fitted(BOOSTER, booster_fit(X, y, spec.trainer.params, spec.features.categorical), vocab)
+    if kind == "sklearn":
+        model = sklearn_pipeline(spec)
+        _call(spec, lambda: model.fit(raw_features(train, spec), y))
+        return _save(spec, model, train)
+    trainer = resolve(spec.trainer.name, f"model {spec.name}: trainer.name")
+    rows = train.copy()
+    rows.attrs.update(label=spec.label.column, key=spec.key, features=list(spec.features.all),
+                      numeric=list(spec.features.numeric), categorical=list(spec.features.categorical))
+    returned = _call(spec, lambda: trainer(rows, dict(spec.trainer.params)))
+    return _save(spec, returned, train)
+
+
+def _call(spec: ModelSpec, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except (ConfigError, TrainingFailed):
+        raise
+    except Exception as exc:  # the trainer's own failure, named: nothing has been registered
+        raise TrainingFailed(f"model {spec.name}: trainer {spec.trainer.name} failed: {type(exc).__name__}: "
+                             f"{str(exc)[:500]}") from exc
+
+
+def _save(spec: ModelSpec, model: Any, train: pd.DataFrame) -> Fitted:
+    """Save the model as MLflow would log it and load it back: what scoring will run."""
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    folder = Path(tempfile.mkdtemp(prefix="batchloop-fitted-")) / "model"
+    example = raw_features(train.head(5), spec)
+    if isinstance(model, mlflow.pyfunc.PythonModel):
+        flavor = "pyfunc"
+        saver = lambda: mlflow.pyfunc.save_model(str(folder), python_model=model, input_example=example)  # noqa: E731
+    elif hasattr(model, "predict") and hasattr(model, "fit"):
+        if spec.task == "binary" and not hasattr(model, "predict_proba"):
+            raise TrainingFailed(f"model {spec.name}: {type(model).__name__} has no predict_proba: a binary model "
+                                 "scores the probability of the positive class (use a classifier)")
+        flavor = "sklearn"
+        method = "predict_proba" if spec.task == "binary" else "predict"
+        output = getattr(model, method)(example)
+        saver = lambda: mlflow.sklearn.save_model(  # noqa: E731
+            model, str(folder), signature=infer_signature(example, output), input_example=example,
+            pyfunc_predict_fn=method)
+    else:
+        raise TrainingFailed(f"model {spec.name}: trainer {spec.trainer.name} returned {type(model).__name__}, which "
+                             "MLflow cannot log: return a fitted scikit-learn estimator or an mlflow.pyfunc.PythonModel")
+    import mlflow.sklearn  # noqa: F401  (the sklearn flavor's module)
+
+    try:
+        saver()
+        loaded = mlflow.pyfunc.load_model(str(folder))
+    except Exception as exc:
+        raise TrainingFailed(f"model {spec.name}: MLflow could not save the model trainer {spec.trainer.name} "
+                             f"returned ({type(exc).__name__}: {str(exc)[:300]})") from exc
+    fitted = Fitted(PYFUNC, loaded, original=model, flavor=flavor)
+    scores = fitted.predict(train.head(50), spec)
+    if len(scores) != min(50, len(train)) or not np.all(np.isfinite(scores)):
+        raise TrainingFailed(f"model {spec.name}: the saved model does not give one finite score per row")
+    return fitted
+
+
+def importance(fitted: Fitted, spec: ModelSpec, holdout: pd.DataFrame, seed: int = 0) -> dict[str, float]:
+    """Share of the model's reliance on each feature: LightGBM's gain, else permutation importance on the
+    holdout (how much the primary metric worsens when a feature's values are shuffled), summing to 1."""
+    if fitted.kind == BOOSTER:
+        gain = fitted.model.feature_importance(importance_type="gain")
+        total = float(gain.sum()) or 1.0
+        return {name: float(g) / total for name, g in zip(fitted.model.feature_name(), gain, strict=True)}
+    rng = np.random.default_rng(seed)
+    sample = holdout.sample(min(IMPORTANCE_ROWS, len(holdout)), random_state=seed).reset_index(drop=True)
+    y = sample[spec.label.column].to_numpy()
+    primary = spec.primary_metric
+    base = quality(y, fitted.predict(sample, spec), task=spec.task)[primary]
+    drops = {}
+    for column in spec.features.all:
+        shuffled = sample.copy()
+        shuffled[column] = rng.permutation(shuffled[column].to_numpy())
+        worse = oriented(primary, base - quality(y, fitted.predict(shuffled, spec), task=spec.task)[primary])
+        drops[column] = max(float(worse), 0.0) if np.isfinite(worse) else 0.0
+    total = sum(drops.values())
+    return {c: (d / total if total else 1.0 / len(drops)) for c, d in drops.items()}
+
+
+def log_model(fitted: Fitted, spec: ModelSpec, example: pd.DataFrame):
+    """Log the model in the active MLflow run and register it as a new version of the spec's model."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if fitted.kind == BOOSTER:
+        X = encode_pandas(example, spec.features.numeric, fitted.vocab)
+        return mlflow.lightgbm.log_model(fitted.model, name="model", input_example=X,
+                                         signature=infer_signature(X, fitted.model.predict(X)),
+                                         registered_model_name=spec.name)
+    raw = raw_features(example, spec)
+    signature = infer_signature(raw, fitted.predict(example, spec))
+    if fitted.flavor == "pyfunc":
+        return mlflow.pyfunc.log_model(name="model", python_model=fitted.original, input_example=raw,
+                                       signature=signature, registered_model_name=spec.name)
+    return mlflow.sklearn.log_model(fitted.original, name="model", input_example=raw,
+                                    signature=signature, registered_model_name=spec.name,
+                                    pyfunc_predict_fn="predict_proba" if spec.task == "binary" else "predict")
+
+
+def kind_of(model_uri: str) -> str:
+    """How a registered version is scored: BOOSTER when it is a LightGBM model, else PYFUNC."""
+    from mlflow.models import get_model_info
+
+    return BOOSTER if "lightgbm" in get_model_info(model_uri).flavors else PYFUNC
+
+
+def input_columns(model_uri: str, spec: ModelSpec) -> list[str]:
+    """The columns a pyfunc version reads: its signature's inputs, else the spec's features."""
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(model_uri).signature
+    names = signature.inputs.input_names() if signature is not None and signature.inputs is not None else None
+    return [str(n) for n in names] if names else list(spec.features.all)
