@@ -19,6 +19,8 @@ from jobs.settings import PROJECT_ROOT
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Training snapshots under DVC.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(help="The declared models (params.yaml `models`).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 log = logging.getLogger("batchloop")
 
 _RESULT_FILE: list[Path] = []
@@ -143,17 +145,27 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="random seed (default: params.yaml)")] = None,
     model_name: NameOpt = None,
 ) -> None:
-    """Write the demo's synthetic feature table (and the labels that mature on those days)."""
+    """Write the demo's synthetic tables: every declared model's feature and label tables (or --model-name's)."""
     from jobs import generate as job
     from jobs.settings import load_params
 
     first = parse_date(start, "--start")
-    spec, env = _settings(model_name)
-    gen = load_params().generator
-    if gen is None:
+    params = load_params()
+    if params.generator is None:
         raise InvalidParameter("params.yaml has no `generator` block: `batchloop generate` writes the demo's data")
-    lake = _lake(env, "generate")
-    _emit(job.run(gen, spec, lake, first, days, rows or gen.rows, gen.seed if seed is None else seed))
+    gen = params.generator
+    specs = [params.model(model_name)] if model_name else list(params.models.values())
+    for spec in specs:
+        job.check_tables(spec)
+    lake = _lake(_env(), "generate")
+    written, out = set(), {}
+    for spec in specs:  # a table two models read is written once
+        if (spec.table, spec.label.table) in written:
+            continue
+        written.add((spec.table, spec.label.table))
+        out[f"{spec.table}+{spec.label.table}"] = job.run(gen, spec, lake, first, days, rows or gen.rows,
+                                                         gen.seed if seed is None else seed)
+    _emit(out if len(out) > 1 else next(iter(out.values())))
 
 
 @app.command()
@@ -460,6 +472,65 @@ def data_restore(
     path = versioning.restore(env, m.tags["dvc_md5"], int(m.tags["dvc_size"]), int(m.tags["dvc_nfiles"]), dest)
     _emit({"model": m.uri, "dvc_md5": m.tags["dvc_md5"], "restored": str(path), "verified": True,
            "window": m.tags.get("training_window")})
+
+
+@models_app.command("add")
+def models_add(
+    name: Annotated[str, typer.Argument(help="the new model's name (lower-case letters, digits, _)")],
+    table: Annotated[str, typer.Option(help="its feature table, already in the lake")],
+    key: Annotated[str, typer.Option(help="the entity key column, unique per day")],
+    label_table: Annotated[str, typer.Option(help="the table its outcomes arrive in")],
+    label: Annotated[str, typer.Option(help="the outcome column of the label table")],
+    first: Annotated[str, typer.Option(help="first day to profile, YYYY-MM-DD")],
+    last: Annotated[str, typer.Option(help="last day to profile, YYYY-MM-DD")],
+    task: Annotated[str, typer.Option(help="binary or regression")] = "binary",
+    label_delay: Annotated[int, typer.Option(min=1, help="days until a day's outcomes are known")] = 30,
+    exclude: Annotated[list[str] | None, typer.Option(help="a column of the table that is not a feature")] = None,
+) -> None:
+    """Profile an existing table and write a starting contract and the model's spec entry, for review."""
+    from jobs import profile
+    from jobs.lake import check_identifier
+    from jobs.settings import CONTRACTS_DIR, TASKS, load_params, params_path
+
+    for value, what in ((name, "NAME"), (table, "--table"), (label_table, "--label-table")):
+        check_identifier(value, what)
+    if task not in TASKS:
+        raise InvalidParameter(f"--task {task!r}: use one of {', '.join(TASKS)}")
+    days_from, days_to = parse_date(first, "--first"), parse_date(last, "--last")
+    params = load_params()
+    if name in params.models:
+        raise InvalidParameter(f"a model named {name} is already declared in {params.path}")
+    scores_path = CONTRACTS_DIR / f"{name}_scores.json"
+    if scores_path.exists():
+        raise InvalidParameter(f"{scores_path} exists already: it is not overwritten (remove it, or pick another name)")
+    lake = _lake(_env(), "models-add")
+    profiles = {}
+    for t in (table, label_table):
+        days = [d for d in lake.partitions(t) if days_from <= d <= days_to]
+        if not days:
+            raise InvalidParameter(f"{lake.namespace}.{t} has no partitions in {days_from}..{days_to} to profile")
+        profiles[t] = profile.collect(lake.read_range(t, days_from, days_to), t, key, days)
+    profiles[label_table].column(label)
+    written = {}
+    for t, strict in ((table, ()), (label_table, (label,))):
+        document = profile.table_contract(profiles[t], key, strict)
+        written[str(CONTRACTS_DIR / f"{t}.json")] = "written" if profile.write_new(CONTRACTS_DIR / f"{t}.json",
+                                                                                   document) else "kept (it exists)"
+    profile.write_new(scores_path, profile.scores_contract(name, key, task))
+    written[str(scores_path)] = "written"
+    path = params_path()
+    before = path.read_text()
+    path.write_text(profile.add_entry(before, profile.spec_entry(name, profiles[table], key, label_table, label,
+                                                                 label_delay, task, tuple(exclude or ()))))
+    try:
+        load_params(path).check_contracts(load_params(path).model(name))
+    except Exception:
+        path.write_text(before)
+        scores_path.unlink(missing_ok=True)
+        raise
+    written[str(path)] = f"models.{name} added"
+    _emit({"model": name, "profiled": {t: {"days": len(p.days), "rows": p.rows} for t, p in profiles.items()},
+           "files": written, "next": f"review the files, then `dvc repro` or trigger retrain__{name}"})
 
 
 @app.command()

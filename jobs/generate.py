@@ -1,9 +1,12 @@
-"""Synthetic upstream data: daily telecom subscriber snapshots and churn labels.
+"""Synthetic upstream data: a telecom's daily subscriber snapshots and the outcomes that follow them.
 
-Stands in for the upstream ETL in the demo, the tests and the benchmarks. A day's
-data depends only on (seed, day, rows): the same call always gives the same rows,
-whatever range it is part of. Scheduled events (params.yaml `generator.events`) are
-dated absolutely.
+Stands in for the upstream ETL in the demo, the tests and the benchmarks. It writes the
+tables below (the ones the declared models read): `features` (the subscriber snapshot)
+with `labels` (churned within 30 days: the churn model's), and `usage` (the usage part
+of the same snapshot) with `spend_labels` (the next 30 days' spend: the spend model's).
+A day's data depends only on (seed, day, rows): the same call always gives the same
+rows, whatever range it is part of. Scheduled events (params.yaml `generator.events`)
+are dated absolutely.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql.types import DateType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
+from jobs.errors import ConfigError
 from jobs.settings import GeneratorParams, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,18 @@ def _rng(seed: int, *parts: object) -> np.random.Generator:
 CHUNK_ROWS = 50_000
 INTEGER_FEATURES = frozenset({"sms_count", "dropped_calls", "support_calls", "late_payments",
                               "days_since_topup", "num_lines", "app_sessions"})
+KEY = "subscriber_id"
+# the tables the generator writes: feature tables (numeric, categorical columns), label tables (column, type)
+FEATURE_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "features": (("tenure_months", "monthly_charges", "total_charges", "data_usage_gb", "voice_minutes", "sms_count",
+                  "dropped_calls", "support_calls", "late_payments", "days_since_topup", "roaming_minutes",
+                  "num_lines", "download_mbps", "app_sessions", "complaint_score"),
+                 ("tariff_plan", "region", "device_type", "contract_type", "payment_method")),
+    "usage": (("tenure_months", "data_usage_gb", "voice_minutes", "sms_count", "roaming_minutes", "num_lines",
+               "download_mbps", "app_sessions"),
+              ("tariff_plan", "region", "device_type")),
+}
+LABEL_TABLES: dict[str, tuple[str, str]] = {"labels": ("churned_30d", "int"), "spend_labels": ("spend_next_30d", "double")}
 
 
 def _population(seed: int, chunk: int, rows: int) -> pd.DataFrame:
@@ -128,16 +144,31 @@ def chunks(rows: int) -> list[tuple[int, int]]:
     return [(i, min(CHUNK_ROWS, rows - i * CHUNK_ROWS)) for i in range((rows + CHUNK_ROWS - 1) // CHUNK_ROWS)]
 
 
+def check_tables(spec: ModelSpec) -> None:
+    """The model reads tables this generator writes, and only their columns: else one clear error."""
+    if spec.table not in FEATURE_TABLES or spec.label.table not in LABEL_TABLES:
+        raise ConfigError(f"model {spec.name}: the demo generator writes the feature tables "
+                          f"{', '.join(FEATURE_TABLES)} and the label tables {', '.join(LABEL_TABLES)}, not "
+                          f"{spec.table} / {spec.label.table}")
+    numeric, categorical = FEATURE_TABLES[spec.table]
+    unknown = sorted(set(spec.features.all) - set(numeric) - set(categorical))
+    if unknown or spec.key != KEY or spec.label.column != LABEL_TABLES[spec.label.table][0]:
+        raise ConfigError(f"model {spec.name}: the generated {spec.table} has the key {KEY} and the columns "
+                          f"{', '.join(numeric + categorical)}, and {spec.label.table} the label "
+                          f"{LABEL_TABLES[spec.label.table][0]}" + (f" (not {', '.join(unknown)})" if unknown else ""))
+
+
 def generate_day(gen: GeneratorParams, spec: ModelSpec, day: date, rows: int, seed: int) -> Day:
-    """Features and true labels of one day, as pandas frames (pure, deterministic)."""
-    parts = [generate_chunk(gen, spec, day, c, n, seed) for c, n in chunks(rows)]
+    """The model's feature table and label table of one day, as pandas frames (pure, deterministic)."""
+    parts = [generate_chunk(gen, spec.table, spec.label.table, day, c, n, seed, spec.label.delay_days)
+             for c, n in chunks(rows)]
     return Day(features=pd.concat([p.features for p in parts], ignore_index=True),
                labels=pd.concat([p.labels for p in parts], ignore_index=True))
 
 
-def generate_chunk(gen: GeneratorParams, spec: ModelSpec, day: date, chunk: int, rows: int,
-                   seed: int) -> Day:
-    """One id chunk of one day: the unit of parallel generation."""
+def generate_chunk(gen: GeneratorParams, table: str, label_table: str, day: date, chunk: int, rows: int,
+                   seed: int, delay_days: int) -> Day:
+    """One id chunk of one day of a feature table and a label table: the unit of parallel generation."""
     pop = _population(seed, chunk, rows)
     rng = _rng(seed, "day", day.isoformat(), chunk)
     f = _features(pop, day, gen.first_day, rng, gen.events)
@@ -147,15 +178,28 @@ def generate_chunk(gen: GeneratorParams, spec: ModelSpec, day: date, chunk: int,
     if incident and day == incident.date:
         hit = rng.uniform(0, 1, rows) < incident.null_share
         f[incident.feature] = f[incident.feature].astype(float).where(~hit)
-    f = f[[spec.key, *spec.features.numeric, *spec.features.categorical]].copy()
-    f["dt"] = day
+    outcome = churned if label_table == "labels" else _spend(f, day, gen.events, _rng(seed, "spend", day.isoformat(),
+                                                                                      chunk))
+    numeric, categorical = FEATURE_TABLES[table]
+    features = f[[KEY, *numeric, *categorical]].copy()
+    features["dt"] = day
     labels = pd.DataFrame({
-        spec.key: f[spec.key].to_numpy(),
-        spec.label.column: churned,
-        "available_at": day + timedelta(days=spec.label.delay_days),
+        KEY: f[KEY].to_numpy(),
+        LABEL_TABLES[label_table][0]: outcome,
+        "available_at": day + timedelta(days=delay_days),
         "dt": day,
     })
-    return Day(features=f, labels=labels)
+    return Day(features=features, labels=labels)
+
+
+def _spend(f: pd.DataFrame, day: date, events, rng: np.random.Generator) -> np.ndarray:
+    """What a subscriber spends over the next 30 days: the plan, data and roaming, and noise."""
+    spend = (f["monthly_charges"].to_numpy(dtype=float) + 1.8 * f["data_usage_gb"].to_numpy(dtype=float)
+             + 0.45 * f["roaming_minutes"].to_numpy(dtype=float) + 3.0 * (f["device_type"] == "ios").to_numpy())
+    change = events.concept_change
+    if change and day >= change.start:  # heavy data users start paying for a data add-on
+        spend = spend + change.strength * 6.0 * np.maximum(f["data_usage_gb"].to_numpy(dtype=float) - 3, 0)
+    return np.round(spend * rng.lognormal(0, 0.08, len(f)), 2)
 
 
 def days_between(start: date, count: int) -> list[date]:
@@ -168,16 +212,17 @@ def label_days(gen: GeneratorParams, spec: ModelSpec, published: list[date]) -> 
     return [d - delay for d in published if d - delay >= gen.first_day]
 
 
-def feature_schema(spec: ModelSpec) -> StructType:
-    numeric = [StructField(c, LongType() if c in INTEGER_FEATURES else DoubleType())
-               for c in spec.features.numeric]
-    return StructType([StructField(spec.key, LongType(), False), *numeric,
-                       *[StructField(c, StringType()) for c in spec.features.categorical],
-                       StructField("dt", DateType(), False)])
+def feature_schema(table: str) -> StructType:
+    numeric, categorical = FEATURE_TABLES[table]
+    fields = [StructField(c, LongType() if c in INTEGER_FEATURES else DoubleType()) for c in numeric]
+    return StructType([StructField(KEY, LongType(), False), *fields,
+                       *[StructField(c, StringType()) for c in categorical], StructField("dt", DateType(), False)])
 
 
-def label_schema(spec: ModelSpec) -> StructType:
-    return StructType([StructField(spec.key, LongType(), False), StructField(spec.label.column, IntegerType()),
+def label_schema(table: str) -> StructType:
+    column, kind = LABEL_TABLES[table]
+    return StructType([StructField(KEY, LongType(), False),
+                       StructField(column, IntegerType() if kind == "int" else DoubleType()),
                        StructField("available_at", DateType()), StructField("dt", DateType(), False)])
 
 
@@ -185,12 +230,13 @@ def _distributed(lake, gen: GeneratorParams, spec: ModelSpec, days: list[date], 
                  part: str):
     """Generate (day, chunk) units in parallel Spark tasks; `part` is features or labels."""
     units = [(d, c, n) for d in days for c, n in chunks(rows)]
-    schema = feature_schema(spec) if part == "features" else label_schema(spec)
+    table, label_table, delay = spec.table, spec.label.table, spec.label.delay_days
+    schema = feature_schema(table) if part == "features" else label_schema(label_table)
 
     def make(frames):
         for frame in frames:
             for row in frame.itertuples(index=False):
-                yield getattr(generate_chunk(gen, spec, row.day, row.chunk, row.rows, seed), part)
+                yield getattr(generate_chunk(gen, table, label_table, row.day, row.chunk, row.rows, seed, delay), part)
 
     seeds = lake.spark.createDataFrame(pd.DataFrame(units, columns=["day", "chunk", "rows"]))
     return seeds.repartition(max(1, len(units))).mapInPandas(make, schema)
@@ -199,6 +245,7 @@ def _distributed(lake, gen: GeneratorParams, spec: ModelSpec, days: list[date], 
 def run(gen: GeneratorParams, spec: ModelSpec, lake, start: date, days: int, rows: int,
         seed: int) -> dict[str, int]:
     """Write the model's feature table for start..start+days-1 and the labels that become known on those days."""
+    check_tables(spec)
     published = days_between(start, days)
     lake.write_partitions(_distributed(lake, gen, spec, published, rows, seed, "features"), spec.table,
                           {"source": f"batchloop generate (seed {seed})"})

@@ -29,7 +29,7 @@ def contract():
 @pytest.fixture(scope="module")
 def clean(spark, spec, generator):
     pdf = generate_day(generator, spec, DAY, ROWS, seed=11).features
-    return spark.createDataFrame(pdf, feature_schema(spec)).cache()
+    return spark.createDataFrame(pdf, feature_schema(spec.table)).cache()
 
 
 def check(df, contract, spec):

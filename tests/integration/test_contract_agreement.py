@@ -48,7 +48,7 @@ def test_every_rule_counts_the_same_failing_rows_as_great_expectations(spark, sp
     pdf.loc[9:60, "tenure_months"] = np.nan                # 2.6% missing (null in Spark): within its `mostly`
     pdf.loc[10, "subscriber_id"] = pdf.loc[11, "subscriber_id"]  # duplicate key
     contract = load_contract("features")
-    df = spark.createDataFrame(pdf, feature_schema(spec))
+    df = spark.createDataFrame(pdf, feature_schema(spec.table))
     # when both validate it
     ours = validate_frame(df, contract, spec.validation, "agreement", spec.key)
     theirs = great_expectations_counts(df, "features")
@@ -72,7 +72,7 @@ def test_a_nan_breaks_the_range_rule_as_in_great_expectations_spark_engine(spark
     # a NaN in a float column is not a null: it is outside every range (Great Expectations' pandas
     # engine would count it as missing; its Spark engine, like batchloop, does not)
     pdf = generate_day(generator, spec, date(2026, 1, 20), 500, seed=5).features
-    df = spark.createDataFrame(pdf, feature_schema(spec)).withColumn(
+    df = spark.createDataFrame(pdf, feature_schema(spec.table)).withColumn(
         "download_mbps", F.when(F.col("subscriber_id") == 7, F.lit(float("nan"))).otherwise(F.col("download_mbps")))
     ours = validate_frame(df, load_contract("features"), spec.validation, "nan", spec.key)
     theirs = great_expectations_counts(df, "features")
