@@ -34,7 +34,7 @@ from jobs.registry import (
 )
 from jobs.settings import Env, ModelSpec, ValidationParams
 from jobs.spark import cores as spark_cores
-from jobs.validate import validate_frame
+from jobs.validate import require_columns, validate_frame
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,7 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
     spark = source.spark
     batch_rows = spec.scoring.arrow_batch_rows
     features = source.read_partition(spec.table, day)
+    require_columns(spec, features, spec.table, (spec.key,))
     for s in scorers:
         check_signature(features, s, spec)
     for s in scorers:

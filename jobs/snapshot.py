@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from jobs.errors import PartitionNotFound, SnapshotMismatch
 from jobs.settings import ModelSpec, TrainParams
+from jobs.validate import require_columns
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,10 @@ def write(lake, spec: ModelSpec, train: TrainParams, as_of: date, out: Path) -> 
     window = choose_window(lake.partitions(spec.label.table), as_of, train.window_days, train.holdout_days,
                            spec.label.delay_days)
     features = lake.read_range(spec.table, window.first, window.last)
-    labels = (lake.read_range(spec.label.table, window.first, window.last)
+    require_columns(spec, features, spec.table, (spec.key, *spec.features.all))
+    raw_labels = lake.read_range(spec.label.table, window.first, window.last)
+    require_columns(spec, raw_labels, spec.label.table, (spec.key, spec.label.column, "available_at"))
+    labels = (raw_labels
               .where(F.col("available_at") <= F.lit(as_of))
               .select(spec.key, "dt", spec.label.column, "available_at"))
     rows = features.join(labels, [spec.key, "dt"], "left")

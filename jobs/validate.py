@@ -10,8 +10,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from jobs import contract as c
+from jobs.errors import ConfigError
 from jobs.lake import READ_ERRORS, unreadable
-from jobs.settings import ValidationParams
+from jobs.settings import ModelSpec, ValidationParams
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +62,11 @@ def validate_partition(lake, table: str, day: date, policy: ValidationParams, ke
     """Read one day of a lake table and validate it against expectations/<table>.json."""
     contract = c.load_contract(contract_name or table)
     return validate_frame(lake.read_partition(table, day), contract, policy, f"{table} dt={day}", key)
+
+
+def require_columns(spec: ModelSpec, df: DataFrame, table: str, columns: tuple[str, ...]) -> None:
+    """The table has every column the model's spec names: else one error naming the model and what is missing."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ConfigError(f"model {spec.name}: {table} has no column(s) {', '.join(missing)} that its spec names "
+                          f"(key, label or features); it has {', '.join(c for c in df.columns if c != 'dt')}")
