@@ -40,6 +40,9 @@ from jobs.settings import ModelSpec
 log = logging.getLogger(__name__)
 
 BOOSTER, PYFUNC = "booster", "pyfunc"  # how a version is scored
+# scikit-learn models are pickled with cloudpickle: MLflow's default (skops) reloads only scikit-learn's own
+# types, so an estimator of another library a custom trainer returns (LightGBM's, XGBoost's) would not load
+SERIALIZATION = "cloudpickle"
 IMPORTANCE_ROWS = 2000  # holdout rows that permutation importance shuffles (models without their own importance)
 
 
@@ -52,6 +55,7 @@ class Fitted:
     vocab: Vocabulary = field(default_factory=dict)  # the booster's category codes
     original: Any = None  # what the trainer returned: a fitted estimator or a PythonModel
     flavor: str = "lightgbm"  # the MLflow flavor it is logged with: lightgbm, sklearn or pyfunc
+    by_value: Any = None  # a custom trainer's module, pickled by value with the model
 
     def predict(self, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
         """Scores of raw feature rows: a probability (binary) or a value (regression)."""
@@ -147,7 +151,17 @@ def fit(spec: ModelSpec, train: pd.DataFrame) -> Fitted:
     rows.attrs.update(label=spec.label.column, key=spec.key, features=list(spec.features.all),
                       numeric=list(spec.features.numeric), categorical=list(spec.features.categorical))
     returned = _call(spec, lambda: trainer(rows, dict(spec.trainer.params)))
-    return _save(spec, returned, train)
+    # the trainer's own classes travel inside the model (pickled by value): scoring needs no copy of its module
+    import cloudpickle
+
+    module = importlib.import_module(spec.trainer.name.partition(":")[0])
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        fitted = _save(spec, returned, train)
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+    fitted.by_value = module
+    return fitted
 
 
 def _call(spec: ModelSpec, fn: Callable[[], Any]) -> Any:
@@ -179,7 +193,7 @@ def _save(spec: ModelSpec, model: Any, train: pd.DataFrame) -> Fitted:
         output = getattr(model, method)(example)
         saver = lambda: mlflow.sklearn.save_model(  # noqa: E731
             model, str(folder), signature=infer_signature(example, output), input_example=example,
-            pyfunc_predict_fn=method)
+            pyfunc_predict_fn=method, serialization_format=SERIALIZATION)
     else:
         raise TrainingFailed(f"model {spec.name}: trainer {spec.trainer.name} returned {type(model).__name__}, which "
                              "MLflow cannot log: return a fitted scikit-learn estimator or an mlflow.pyfunc.PythonModel")
@@ -232,12 +246,27 @@ def log_model(fitted: Fitted, spec: ModelSpec, example: pd.DataFrame):
                                          registered_model_name=spec.name)
     raw = raw_features(example, spec)
     signature = infer_signature(raw, fitted.predict(example, spec))
+    if fitted.by_value is not None:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(fitted.by_value)
+        try:
+            return _log(fitted, spec, raw, signature)
+        finally:
+            cloudpickle.unregister_pickle_by_value(fitted.by_value)
+    return _log(fitted, spec, raw, signature)
+
+
+def _log(fitted: Fitted, spec: ModelSpec, raw: pd.DataFrame, signature):
+    import mlflow
+
     if fitted.flavor == "pyfunc":
         return mlflow.pyfunc.log_model(name="model", python_model=fitted.original, input_example=raw,
                                        signature=signature, registered_model_name=spec.name)
     return mlflow.sklearn.log_model(fitted.original, name="model", input_example=raw,
                                     signature=signature, registered_model_name=spec.name,
-                                    pyfunc_predict_fn="predict_proba" if spec.task == "binary" else "predict")
+                                    pyfunc_predict_fn="predict_proba" if spec.task == "binary" else "predict",
+                                    serialization_format=SERIALIZATION)
 
 
 def kind_of(model_uri: str) -> str:

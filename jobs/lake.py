@@ -320,7 +320,9 @@ class Lake:
         if self.format == "hive":
             return self.spark.table(self.name(table))
         try:
-            df = self.spark.read.option("basePath", self.name(table)).parquet(self.name(table))
+            # mergeSchema: partitions of a table keyed by model may hold different columns
+            df = self.spark.read.option("basePath", self.name(table)).option("mergeSchema", "true") \
+                .parquet(self.name(table))
             df.schema  # noqa: B018 - analyse now: a Connect session would otherwise fail later, elsewhere
             return df
         except READ_ERRORS as exc:
@@ -470,14 +472,16 @@ class Lake:
                            f"PARTITIONED BY ({', '.join([*keys, 'dt'])}) LOCATION '{self.table_root(table)}'")
             self._tables.add(table)
             return
-        partitioned = [c.name for c in self.spark.catalog.listColumns(table, self.namespace) if c.isPartition]
+        partitioned = [c.name for c in self.spark.catalog.listColumns(f"{self.namespace}.{table}") if c.isPartition]
         if partitioned != [*keys, "dt"]:
             raise ContractViolation(
                 f"{self.namespace}.{table} is partitioned by ({', '.join(partitioned)}), but this write is "
                 f"partitioned by ({', '.join([*keys, 'dt'])}): a table of a batchloop version that kept one model "
                 "per table; move it aside (ALTER TABLE ... RENAME TO ...) or use a new database")
         current = {f.name: f.dataType.simpleString() for f in self.spark.table(self.name(table)).schema.fields}
-        missing = sorted(set(current) - set(data.columns) - {"dt", *keys})
+        # a table keyed by model holds every model's columns (another key name, contributions or not):
+        # a partition's rows may lack some of them (they read as null there); a type conflict is refused
+        missing = [] if keys else sorted(set(current) - set(data.columns) - {"dt"})
         changed = sorted(f.name for f in data.schema.fields
                          if f.name in current and current[f.name] != f.dataType.simpleString())
         if missing or changed:
@@ -512,6 +516,9 @@ class Lake:
         for name, _, _ in self.fs.children(journal_dir):
             if not name.endswith(".json"):  # the commit locks live beside the journals
                 continue
+            lock = f"{journal_dir}/{name.removesuffix('.json')}.lock"
+            if self.fs.exists(lock) and not self.fs._holder_gone(lock):
+                continue  # its writer is committing right now: the journal is its own
             text = self.fs.read_text(f"{journal_dir}/{name}")
             if not text:
                 continue

@@ -57,7 +57,7 @@ def calibration_from_bins(count: np.ndarray, score_sum: np.ndarray, label_sum: n
 
 def measure(joined, label: str, task: str = "binary", bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
     """Quality per (source, model version) over scored, labelled rows, with the task's metrics."""
-    return measure_binary(joined, label) if task == "binary" else measure_regression(joined, label, bins)
+    return measure_binary(joined, label, bins) if task == "binary" else measure_regression(joined, label, bins)
 
 
 def measure_regression(joined, label: str, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ def measure_regression(joined, label: str, bins: int = CALIBRATION_BINS) -> list
     return out
 
 
-def measure_binary(joined, label: str) -> list[dict[str, Any]]:
+def measure_binary(joined, label: str, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
     """Quality per (source, model version) from one grouped aggregation over scored, labelled rows."""
     p = F.least(F.greatest(F.col("score"), F.lit(1e-15)), F.lit(1 - 1e-15))
     y = F.col(label).cast("double")
@@ -114,9 +114,9 @@ def measure_binary(joined, label: str) -> list[dict[str, Any]]:
         n = np.array([r["n"] for r in items], float)
         pos = np.array([r["pos"] for r in items], float)
         ssum = np.array([r["ssum"] for r in items], float)
-        coarse = np.array([r["bin"] * CALIBRATION_BINS // SCORE_BINS for r in items])
-        cal = calibration_from_bins(np.bincount(coarse, n, CALIBRATION_BINS), np.bincount(coarse, ssum, CALIBRATION_BINS),
-                                    np.bincount(coarse, pos, CALIBRATION_BINS))
+        coarse = np.array([r["bin"] * bins // SCORE_BINS for r in items])
+        cal = calibration_from_bins(np.bincount(coarse, n, bins), np.bincount(coarse, ssum, bins),
+                                    np.bincount(coarse, pos, bins))
         total = n.sum()
         out.append({"source": source, "model_name": name, "model_version": version, "task": "binary",
                     "rows": int(total),

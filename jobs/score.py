@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 from jobs import datadocs, flavors, lineage, predict, registry
 from jobs.contract import Contract, changed_expectations, load_contract, quarantine_frame, raise_on_failure
 from jobs.encoding import model_matrix
-from jobs.errors import ContractViolation, GoldenSampleMismatch, ModelNotFound
+from jobs.errors import ConfigError, ContractViolation, GoldenSampleMismatch, ModelNotFound
 from jobs.lake import Lake, checksum
 from jobs.registry import (
     CONTRACT_ARTIFACT,
@@ -123,9 +123,6 @@ def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, ba
         if s.names != first.names or s.vocab != first.vocab:
             # another encoding: score it in its own pass rather than feed it the wrong matrix
             raise ModelNotFound(f"{s.model.uri} encodes features differently from {first.model.uri}")
-    if top_k and scorers[0].kind != flavors.BOOSTER:
-        raise ContractViolation(f"scoring.contributions_top_k needs a tree booster (LightGBM); {scorers[0].model.uri} "
-                                "is an MLflow pyfunc model: set scoring.contributions_top_k: 0 for this model")
     # the model strings (boosters) and saved folders (pyfunc models) travel inside the function, which
     # Spark ships to the workers once per task (pickled, in both Spark modes); a worker builds each
     # model once and keeps it (predict.booster, predict.pyfunc)
@@ -170,12 +167,15 @@ def check_golden(spark, scorer: Scorer, data_key: str, input_schema: T.StructTyp
 
     The sample's rows take the types of the day's input (the table they were drawn from)."""
     golden = scorer.golden
-    schema = T.StructType([input_schema[c] for c in golden["columns"]])
-    rows = [tuple(_typed(r.get(c), schema[c].dataType) for c in golden["columns"]) for r in golden["rows"]]
+    # rows are matched by their position in the sample: a key can be in it twice (from two holdout days)
+    schema = T.StructType([T.StructField("__golden_row", T.LongType(), False),
+                           *[input_schema[c] for c in golden["columns"] if c != data_key]])
+    rows = [(i, *(_typed(r.get(c), schema[c].dataType) for c in golden["columns"] if c != data_key))
+            for i, r in enumerate(golden["rows"])]
     df = spark.createDataFrame(rows, schema)
-    got = {r["key"]: r["score_0"] for r in predict_frame(df, data_key, [scorer], 0, batch_rows, categorical).collect()}
-    expected = {r[data_key]: s for r, s in zip(golden["rows"], golden["scores"], strict=True)}
-    worst = max(abs(got[k] - v) for k, v in expected.items())
+    got = {r["key"]: r["score_0"] for r in predict_frame(df, "__golden_row", [scorer], 0, batch_rows,
+                                                         categorical).collect()}
+    worst = max(abs(got[i] - v) for i, v in enumerate(golden["scores"]))
     if worst > tolerance:
         raise GoldenSampleMismatch(
             f"{scorer.model.uri} scores its golden sample differently here than in training (largest difference "
@@ -229,6 +229,9 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
             scorers[1].names != scorers[0].names or scorers[1].vocab != scorers[0].vocab):
         log.warning("%s encodes features differently; it is not shadow-scored", challenger.uri)
         scorers, challenger = scorers[:1], None
+    if spec.scoring.contributions_top_k and scorers[0].kind != flavors.BOOSTER:
+        raise ConfigError(f"model {spec.name}: scoring.contributions_top_k needs a tree booster (LightGBM); "
+                          f"{scorers[0].model.uri} is an MLflow pyfunc model: set it to 0 for this model")
     spark = source.spark
     batch_rows = spec.scoring.arrow_batch_rows
     features = source.read_partition(spec.table, day)

@@ -185,7 +185,7 @@ from datetime import datetime, timezone
 sys.path.insert(0, "{dags}")
 import {module} as m
 logical = {logical!r}
-dag = getattr(m, {dag_id!r}, None) or getattr(m, {module!r} + "_dag")
+dag = getattr(m, {dag_id!r}) if "__" in {dag_id!r} else getattr(m, {module!r} + "_dag")
 run = dag.test(run_conf={conf!r},
                logical_date=datetime.fromisoformat(logical).replace(tzinfo=timezone.utc) if logical else None)
 states = {{ti.task_id: ti.state for ti in run.get_task_instances()}}

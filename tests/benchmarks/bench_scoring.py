@@ -80,7 +80,7 @@ def main() -> None:
         booster, vocab, scorer = model_and_scorer(spec, generator, cores)
         files = sorted(str(p) for p in Path(lake.location("features", DAY).replace("file:", "")).rglob("*.parquet"))
         columns = [d.key, *d.features.numeric, *d.features.categorical]
-        score._size_partitions(lake, DAY)
+        score._size_partitions(lake, "features", DAY)
         df = lake.read_partition("features", DAY)
         print(f"{rows:,} rows x {len(scorer.names)} features in {len(files)} Parquet files, "
               f"{df.rdd.getNumPartitions()} input partitions; LightGBM {TREES} trees x {LEAVES} leaves")

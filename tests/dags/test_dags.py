@@ -70,7 +70,7 @@ def test_promote_refuses_a_rollback_without_a_previous_champion(trained, dag_wor
 
 def test_an_invalid_parameter_is_refused_before_any_task_runs(dag_world):
     result = subprocess.run([sys.executable, "-c", RUN.format(
-        dags=ROOT / "dags", module="retro_test", logical=None,
+        dags=ROOT / "dags", module="retro_test", dag_id="retro_test", logical=None,
         conf={"model_name": MODEL, "version": 1, "start": "2026-02-30", "end": "2026-02-11",
               "namespace": "retro_x"})], env=dag_world.env, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
