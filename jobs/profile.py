@@ -83,14 +83,17 @@ def collect(df, table: str, key: str, days: list[date]) -> TableProfile:
             aggs.append(F.percentile_approx(F.col(name).cast("double"), [0.001, 0.999], 10_000).alias(f"{name}__q"))
             aggs.append(F.min(F.col(name).cast("double")).alias(f"{name}__min"))
         elif kind == "string":
-            aggs.append(F.slice(F.array_sort(F.collect_set(name)), 1, MAX_VALUES + 1).alias(f"{name}__values"))
+            aggs.append(F.approx_count_distinct(name, 0.01).alias(f"{name}__distinct"))
     row = df.agg(*aggs).first()
+    # the values of the text columns with few of them (a set of an id column would not fit in memory)
+    few = [n for n, k in types.items() if k == "string" and (row[f"{n}__distinct"] or 0) <= 2 * MAX_VALUES]
+    sets = df.agg(*[F.array_sort(F.collect_set(n)).alias(n) for n in few]).first() if few else {}
     duplicates = df.groupBy("dt").agg((F.count(F.lit(1)) - F.countDistinct(key)).alias("d")).agg(
         F.sum("d").alias("d")).first()["d"]
     profile = TableProfile(table, days, int(row["__rows"]), key_duplicates=int(duplicates or 0))
     for name, kind in types.items():
         q = row[f"{name}__q"] if kind in NUMERIC else None
-        values = row[f"{name}__values"] if kind == "string" else None
+        values = sets[name] if name in few else None
         profile.columns.append(ColumnProfile(
             name, kind, profile.rows, int(row[f"{name}__nulls"] or 0),
             low=float(q[0]) if q else None, high=float(q[1]) if q else None,
