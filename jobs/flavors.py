@@ -186,7 +186,8 @@ def _save(spec: ModelSpec, model: Any, train: pd.DataFrame) -> Fitted:
         saver = lambda: mlflow.pyfunc.save_model(str(folder), python_model=model, input_example=example)  # noqa: E731
     elif hasattr(model, "predict") and hasattr(model, "fit"):
         if spec.task == "binary" and not hasattr(model, "predict_proba"):
-            raise TrainingFailed(f"model {spec.name}: {type(model).__name__} has no predict_proba: a binary model "
+            final = model.steps[-1][1] if hasattr(model, "steps") else model  # a Pipeline: its estimator
+            raise TrainingFailed(f"model {spec.name}: {type(final).__name__} has no predict_proba: a binary model "
                                  "scores the probability of the positive class (use a classifier)")
         flavor = "sklearn"
         method = "predict_proba" if spec.task == "binary" else "predict"

@@ -63,7 +63,7 @@ def test_a_custom_trainer_returns_a_python_model_with_its_own_preprocessing(spec
     ({"name": "tests.custom_trainers:no_such_function"}, ConfigError,
      "model churn: trainer.name: cannot import 'tests.custom_trainers:no_such_function'"),
     ({"name": "no_such_package.trainers:fit"}, ConfigError, "cannot import 'no_such_package.trainers:fit'"),
-    ({"name": "sklearn", "estimator": "sklearn.linear_model.Ridge"}, TrainingFailed,
+    ({"name": "sklearn", "estimator": "sklearn.linear_model.Ridge", "params": {}}, TrainingFailed,
      "Ridge has no predict_proba: a binary model scores the probability of the positive class"),
     ({"name": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression", "params": {"colour": "red"}},
      ConfigError, "trainer.params: sklearn.linear_model.LogisticRegression does not take them"),
