@@ -41,6 +41,9 @@ SUPPORTED = COLUMN_MAP | {
     "expect_table_row_count_to_be_between",
     "expect_column_values_to_be_of_type",
 }
+# a table whose rows carry their own date names it in its suite's meta (`"date_column": "snapshot_date"`):
+# a row whose date is not its partition's day (an upstream file of another day) is quarantined
+DAY_RULE = "batchloop_row_date_is_partition_day"
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,22 @@ class Contract:
     document: dict[str, Any] = field(repr=False, compare=False)
 
     @property
+    def date_column(self) -> str | None:
+        return (self.document.get("meta") or {}).get("date_column")
+
+    @property
     def fingerprint(self) -> str:
         """A hash of the rules (not of descriptions or formatting)."""
-        rules = sorted(json.dumps({"type": e.type, "kwargs": e.kwargs}, sort_keys=True) for e in self.expectations)
+        rules = sorted(json.dumps({"type": e.type, "kwargs": e.kwargs}, sort_keys=True)
+                       for e in (*self.expectations, *self._day_rule()))
         return hashlib.sha256("\n".join(rules).encode()).hexdigest()[:16]
+
+    def _day_rule(self) -> tuple[Expectation, ...]:
+        return (Expectation(DAY_RULE, {"column": self.date_column}),) if self.date_column else ()
 
     @property
     def row_rules(self) -> tuple[Expectation, ...]:
-        return tuple(e for e in self.expectations if e.is_row_rule)
+        return tuple(e for e in self.expectations if e.is_row_rule) + self._day_rule()
 
     def of_type(self, type_: str) -> list[Expectation]:
         return [e for e in self.expectations if e.type == type_]
@@ -142,6 +153,9 @@ def combine(name: str, *contracts: Contract) -> Contract:
     if columns:
         merged.insert(0, Expectation("expect_table_columns_to_match_set", {"column_set": columns, "exact_match": True}))
     document = {"name": name, "expectations": [{"type": e.type, "kwargs": e.kwargs} for e in merged]}
+    dates = [c.date_column for c in contracts if c.date_column]
+    if dates:
+        document["meta"] = {"date_column": dates[0]}
     return Contract(name=name, expectations=tuple(merged), document=document)
 
 
@@ -193,6 +207,10 @@ def failing(e: Expectation, df: DataFrame) -> Column:
         return col.isNotNull() & ~inside
     if e.type == "expect_column_values_to_be_unique":
         return F.col(_duplicate_flag(column)).isNotNull()
+    if e.type == DAY_RULE:
+        if "dt" not in df.columns:
+            return F.lit(False)  # no partition day to compare with
+        return col.isNull() | (F.to_date(col) != F.col("dt"))
     raise ValueError(e.type)
 
 

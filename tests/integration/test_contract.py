@@ -158,3 +158,21 @@ def test_the_fingerprint_changes_with_a_rule_and_names_it(contract, tmp_path):
     assert tightened.fingerprint != contract.fingerprint
     assert contract_module.changed_expectations(contract.document, tightened) == [
         "expect_column_values_to_be_between(monthly_charges)"]
+
+
+def test_rows_of_another_day_are_quarantined_when_the_table_names_its_date_column(clean, spec, tmp_path):
+    # given a table whose rows carry their own date, named in its contract's meta
+    document = json.loads((contract_module.CONTRACTS_DIR / "features.json").read_text())
+    document["meta"]["date_column"] = "snapshot_date"
+    document["expectations"][0]["kwargs"]["column_set"].append("snapshot_date")
+    (tmp_path / "features.json").write_text(json.dumps(document))
+    dated = load_contract("features", tmp_path)
+    # and an upstream file for the day that holds five rows of the day before
+    stale = clean.withColumn("snapshot_date", F.when(F.col("subscriber_id") <= 5, F.lit(date(2026, 1, 19)))
+                             .otherwise(F.lit(DAY)))
+    # when it is validated
+    result = check(stale, dated, spec)
+    # then exactly those rows are quarantined, with the rule they broke; the rule is part of the fingerprint
+    assert failed_by(result, contract_module.DAY_RULE + "(snapshot_date)") == {1, 2, 3, 4, 5}
+    assert result.report.quarantined == 5
+    assert dated.fingerprint != load_contract("features").fingerprint
