@@ -1,14 +1,17 @@
-"""`make demo`: the whole story through the real Airflow scheduler on the local stack.
+"""`make demo`: the whole story through the real Airflow scheduler on the local stack, for every declared model.
 
-1. The upstream load (here: the generator) publishes 60 days of subscriber snapshots;
-   from 2026-02-10 (day 41) monthly charges are 30% higher and a new tariff appears.
-2. `retrain` is triggered through the REST API as of 2026-02-09: the first champion.
-3. `score_daily` is backfilled for 2026-02-10..2026-02-17, one day after the other.
-   Drift breaches emit the Asset event; `retrain` runs on each, and its policy decides
-   (cooldown first, then yes); the challenger is gated and promoted from the next day.
-4. `retro_test` re-scores the days after the promotion with the first champion, into
-   its own namespace, and compares with what production served.
-5. The story, from the lake, the registry and MLflow, with links.
+1. The upstream load (here: the generator) publishes 60 days of every table the declared
+   models read; from 2026-02-10 (day 41) monthly charges are 30% higher and a new tariff
+   appears.
+2. Each model's `retrain__NAME` is triggered through the REST API as of 2026-02-09: its
+   first champion.
+3. Each model's `score_daily__NAME` is backfilled for 2026-02-10..2026-02-17, one day
+   after the other. Drift breaches emit the model's Asset event; its `retrain__NAME`
+   runs on each, and its policy decides (cooldown first, then yes); the challenger is
+   gated and promoted from the next day.
+4. `retro_test` re-scores the days after the first model's promotion with its first
+   champion, into its own namespace, and compares with what production served.
+5. The story of each model, from the lake, the registry and MLflow, with links.
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ from infra.stack import VENV_BIN, Stack, StackError, load_or_create_env
 START, DAYS, ROWS = date(2026, 1, 1), 60, 20000
 FIRST_TRAINING = date(2026, 2, 9)
 SCORE_FIRST, SCORE_LAST = date(2026, 2, 10), date(2026, 2, 17)
-MODEL = "churn"  # the demo's model (params.yaml `models.churn`): its DAGs are score_daily__churn, ...
-SCORE_DAILY, RETRAIN, MONITOR = (f"{kind}__{MODEL}" for kind in ("score_daily", "retrain", "monitor_performance"))
-DAGS = [SCORE_DAILY, RETRAIN, "retro_test", "promote", MONITOR]
+
+
+def dag(kind: str, model: str) -> str:
+    """A model's own DAG (dags/ makes one score_daily, retrain and monitor_performance per declared model)."""
+    return f"{kind}__{model}"
+
+
+def declared() -> list[str]:
+    from jobs.settings import load_params
+
+    return list(load_params().models)
 
 
 class Clock:
@@ -52,44 +63,49 @@ def follow(client: AirflowClient, clock: Clock, dag_id: str, run_id: str) -> str
     return client.wait(dag_id, run_id, timeout=3600, on_change=progress)
 
 
-def score_day(client: AirflowClient, clock: Clock, day: date) -> dict:
-    """Backfill one day of score_daily through the scheduler and wait for it; what it did."""
-    backfill = client.backfill(SCORE_DAILY, day.isoformat(), day.isoformat(), max_active_runs=1)
+def score_day(client: AirflowClient, clock: Clock, model: str, day: date) -> dict:
+    """Backfill one day of the model's score_daily through the scheduler and wait for it; what it did."""
+    dag_id = dag("score_daily", model)
+    backfill = client.backfill(dag_id, day.isoformat(), day.isoformat(), max_active_runs=1)
     client.wait_backfill(backfill["id"], timeout=3600)  # closed once its run has ended; then the next may start
-    run = [r for r in client.runs(SCORE_DAILY) if r["run_type"] == "backfill"
+    run = [r for r in client.runs(dag_id) if r["run_type"] == "backfill"
            and (r.get("data_interval_start") or "")[:10] == day.isoformat()][-1]
-    states = client.task_states(SCORE_DAILY, run["dag_run_id"])
-    scored = client.xcom(SCORE_DAILY, run["dag_run_id"], "score") if states.get("score") == "success" else None
-    drift = client.xcom(SCORE_DAILY, run["dag_run_id"], "drift") if states.get("drift") == "success" else None
+    states = client.task_states(dag_id, run["dag_run_id"])
+    scored = client.xcom(dag_id, run["dag_run_id"], "score") if states.get("score") == "success" else None
+    drift = client.xcom(dag_id, run["dag_run_id"], "drift") if states.get("drift") == "success" else None
     if scored and drift:
-        clock.say(f"score_daily {day}: {scored['scores_rows']:,} scored by {scored['model']} "
+        clock.say(f"{dag_id} {day}: {scored['scores_rows']:,} scored by {scored['model']} "
                   f"({scored['quarantined_rows']} quarantined); drift {drift['share_drifted']:.0%} of features"
                   f"{', prediction drifted' if drift['prediction_drifted'] else ''}"
                   f"{' -> BREACH, drift event' if drift['breached'] else ''}")
     else:
         failed = [t for t, s in states.items() if s == "failed"]
-        clock.say(f"score_daily {day}: {run['state']} (failed: {', '.join(failed) or 'none'}; see the Airflow UI)")
+        clock.say(f"{dag_id} {day}: {run['state']} (failed: {', '.join(failed) or 'none'}; see the Airflow UI)")
     return {"run": run, "alarm": states.get("raise_drift_alarm") == "success", "ended": run.get("end_date")}
 
 
-def follow_retraining(client: AirflowClient, clock: Clock, known: set[str]) -> None:
-    """Wait for the retrain run the drift event starts (one not in `known`), and say what its policy decided."""
+def follow_retraining(client: AirflowClient, clock: Clock, model: str, known: set[str]) -> None:
+    """Wait for the retrain run the model's drift event starts (one not in `known`); what its policy decided."""
+    dag_id = dag("retrain", model)
     while True:
-        runs = [r for r in client.runs(RETRAIN) if r["run_type"] == "asset_triggered"
+        runs = [r for r in client.runs(dag_id) if r["run_type"] == "asset_triggered"
                 and r["dag_run_id"] not in known]
         if runs and runs[-1]["state"] in ("success", "failed"):
             break
         time.sleep(3)
     run = runs[-1]
-    decision = client.xcom(RETRAIN, run["dag_run_id"], "policy") or {}
+    decision = client.xcom(dag_id, run["dag_run_id"], "policy") or {}
     reasons = [r for r in decision.get("reasons", []) if r.startswith(("trigger", "blocked"))]
     verdict = "RETRAIN" if decision.get("retrain") else "no"
-    clock.say(f"  retrain (drift event): policy {verdict}: {'; '.join(reasons) or 'nothing fired'}")
+    clock.say(f"  {dag_id} (drift event): policy {verdict}: {'; '.join(reasons) or 'nothing fired'}")
     if decision.get("retrain"):
-        promoted = client.xcom(RETRAIN, run["dag_run_id"], "promote") or {}
-        trained = client.xcom(RETRAIN, run["dag_run_id"], "train") or {}
-        clock.say(f"  retrain: {trained.get('model')} trained on {trained.get('window', {}).get('first')}.."
-                  f"{trained.get('window', {}).get('last')}, holdout AUC {trained.get('holdout_auc', 0):.3f}; "
+        promoted = client.xcom(dag_id, run["dag_run_id"], "promote") or {}
+        trained = client.xcom(dag_id, run["dag_run_id"], "train") or {}
+        holdout = {k.removeprefix("holdout_"): v for k, v in trained.items() if k.startswith("holdout_")
+                   and k.removeprefix("holdout_") in ("auc", "rmse")}
+        clock.say(f"  {dag_id}: {trained.get('model')} trained on {trained.get('window', {}).get('first')}.."
+                  f"{trained.get('window', {}).get('last')}, holdout "
+                  f"{', '.join(f'{k.upper()} {v:.3f}' for k, v in holdout.items())}; "
                   + (f"promoted to champion from {promoted.get('effective_from')}" if promoted.get("promoted")
                      else f"not promoted: {promoted.get('reason')}"))
 
@@ -97,30 +113,34 @@ def follow_retraining(client: AirflowClient, clock: Clock, known: set[str]) -> N
 def main() -> int:
     clock = Clock()
     stack = Stack(load_or_create_env())
+    models = declared()
     try:
         client = AirflowClient.from_password_file(stack.config["BATCHLOOP_AIRFLOW_URL"], stack.password_file())
-        client.wait_for_dags(DAGS)
-        clock.say(f"upstream load: {DAYS} days of {ROWS:,} subscribers from {START} (features, and labels "
-                  "30 days late)")
+        client.wait_for_dags([dag(k, m) for m in models for k in ("score_daily", "retrain", "monitor_performance")]
+                             + ["retro_test", "promote"])
+        clock.say(f"upstream load: {DAYS} days of {ROWS:,} subscribers from {START} (the tables of "
+                  f"{', '.join(models)}; labels 30 days late)")
         batchloop(stack, "generate", "--start", START.isoformat(), "--days", str(DAYS), "--rows", str(ROWS))
-        for dag_id in (RETRAIN, SCORE_DAILY, "retro_test", "promote"):
+        for dag_id in [dag(k, m) for m in models for k in ("retrain", "score_daily")] + ["retro_test", "promote"]:
             client.unpause(dag_id)
-        clock.say(f"retrain: first model, trained on the labels known on {FIRST_TRAINING}")
-        run_id = client.trigger(RETRAIN, {"as_of": FIRST_TRAINING.isoformat(), "force": True})
-        if follow(client, clock, RETRAIN, run_id) != "success":
-            raise AirflowError(f"the first training failed: see the retrain run {run_id}")
+        for model in models:
+            clock.say(f"{dag('retrain', model)}: first model, trained on the labels known on {FIRST_TRAINING}")
+            run_id = client.trigger(dag("retrain", model), {"as_of": FIRST_TRAINING.isoformat(), "force": True})
+            if follow(client, clock, dag("retrain", model), run_id) != "success":
+                raise AirflowError(f"the first training of {model} failed: see the retrain run {run_id}")
         days = [SCORE_FIRST + timedelta(days=i) for i in range((SCORE_LAST - SCORE_FIRST).days + 1)]
-        clock.say(f"daily scoring {SCORE_FIRST}..{SCORE_LAST}, a backfill run per day; a drift breach starts "
-                  "`retrain` through its Asset")
+        clock.say(f"daily scoring {SCORE_FIRST}..{SCORE_LAST}, a backfill run per model and day; a drift breach "
+                  "starts the model's retrain through its Asset")
         for day in days:
-            known = {r["dag_run_id"] for r in client.runs(RETRAIN)}
-            outcome = score_day(client, clock, day)
-            if outcome["alarm"]:
-                follow_retraining(client, clock, known)
-        promoted = promotion_day(stack)
+            for model in models:
+                known = {r["dag_run_id"] for r in client.runs(dag("retrain", model))}
+                if score_day(client, clock, model, day)["alarm"]:
+                    follow_retraining(client, clock, model, known)
+        first = models[0]
+        promoted = promotion_day(stack, first)
         retro_first = promoted or SCORE_LAST
-        clock.say(f"retro_test: the first champion over {retro_first}..{SCORE_LAST}, against production")
-        run_id = client.trigger("retro_test", {"model_name": MODEL, "version": 1, "champion_as_of": None,
+        clock.say(f"retro_test: the first champion of {first} over {retro_first}..{SCORE_LAST}, against production")
+        run_id = client.trigger("retro_test", {"model_name": first, "version": 1, "champion_as_of": None,
                                                "start": retro_first.isoformat(), "end": SCORE_LAST.isoformat(),
                                                "namespace": "retro_first_champion", "compare_to_production": True})
         follow(client, clock, "retro_test", run_id)
@@ -133,12 +153,12 @@ def main() -> int:
     return done.returncode
 
 
-def promotion_day(stack: Stack) -> date | None:
-    """The first day a champion other than version 1 applied, from the alias history."""
+def promotion_day(stack: Stack, model: str) -> date | None:
+    """The first day a champion other than version 1 of the model applied, from the alias history."""
     from jobs import registry
 
     client = registry.client(stack.config["MLFLOW_TRACKING_URI"])
-    later = [e.effective_from for e in registry.alias_history(client, MODEL)
+    later = [e.effective_from for e in registry.alias_history(client, model)
              if e.alias == registry.CHAMPION and e.version not in (None, "1")]
     return min(later) if later else None
 

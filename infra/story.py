@@ -14,28 +14,29 @@ from pyspark.sql import functions as F
 from infra.stack import Stack, load_or_create_env
 from jobs import registry
 from jobs.lake import Lake
-from jobs.settings import load_env, load_model
+from jobs.settings import load_env, load_params
 from jobs.spark import build_session
 
 
-def versions(client, name: str) -> list[str]:
+def versions(client, spec) -> list[str]:
+    metric = spec.primary_metric
     lines = []
-    for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+    for v in sorted(client.search_model_versions(f"name='{spec.name}'"), key=lambda v: int(v.version)):
         m = client.get_run(v.run_id).data.metrics
         lines.append(f"  v{v.version}: trained on {v.tags.get('training_window')} (labels known on "
-                     f"{v.tags.get('as_of')}), holdout AUC {m.get('holdout_auc', float('nan')):.3f}, "
+                     f"{v.tags.get('as_of')}), holdout {metric.upper()} {m.get(f'holdout_{metric}', float('nan')):.3f}, "
                      f"snapshot {v.tags.get('dvc_md5', '?')[:12]}, gate "
                      f"{'passed' if v.tags.get('gate_passed') == 'true' else 'failed: ' + v.tags.get('gate_reasons', '?')}")
     return lines
 
 
-def decisions(client) -> dict[str, str]:
-    """The retraining policy's decision per as-of day (the latest run of each day)."""
+def decisions(client, model: str) -> dict[str, str]:
+    """The model's retraining policy decision per as-of day (the latest run of each day)."""
     experiment = client.get_experiment_by_name("batchloop-retraining")
     if experiment is None:
         return {}
     out = {}
-    for run in sorted(client.search_runs([experiment.experiment_id], max_results=200),
+    for run in sorted(client.search_runs([experiment.experiment_id], f"tags.model = '{model}'", max_results=200),
                       key=lambda r: r.info.start_time):
         decision = json.loads(open(client.download_artifacts(run.info.run_id, "decision.json")).read())
         if decision["retrain"]:
@@ -46,27 +47,26 @@ def decisions(client) -> dict[str, str]:
     return out
 
 
-def main(first: date, last: date) -> int:
-    stack, env, spec = Stack(load_or_create_env()), load_env(), load_model()
+def model_story(client, lake: Lake, spec, first: date, last: date) -> date:
+    """One model's versions, champions and days; the last day drift was measured."""
     name = spec.name
-    client = registry.client(env.mlflow_tracking_uri)
-    lake = Lake(build_session(env, "batchloop-story"), env)
-    print(f"\n=== batchloop: {first} .. {last} ===\n\nModel versions of {name!r}:")
-    print("\n".join(versions(client, name)))
+    print(f"\n--- model {name!r} ({spec.task}, {spec.trainer.name} on {spec.table}) ---\n\nVersions:")
+    print("\n".join(versions(client, spec)))
     print("\nWho was champion (alias history):")
     for e in registry.alias_history(client, name):
         print(f"  {e.effective_from}  @{e.alias:10} -> {'v' + e.version if e.version else 'removed'}  ({e.reason})")
-    scored = {r["dt"]: r for r in lake.read_range("scores", first, last, spec.partition).groupBy("dt").agg(
-        F.count(F.lit(1)).alias("rows"), F.max("model_version").alias("v")).collect()}
-    drift = {r["dt"]: r for r in lake.read_range("drift_metrics", first, last, spec.partition).where(F.col("kind") == "dataset")
-             .where(F.col("method") == "share_drifted").select("dt", "statistic", "drifted").collect()} \
-        if lake.exists("drift_metrics") else {}
-    prediction = {r["dt"]: r["statistic"] for r in lake.read_range("drift_metrics", first, last, spec.partition)
+    mine = spec.partition
+    scored = {r["dt"]: r for r in lake.read_range("scores", first, last, mine).groupBy("dt").agg(
+        F.count(F.lit(1)).alias("rows"), F.max("model_version").alias("v")).collect()} if lake.exists("scores") else {}
+    drift = {r["dt"]: r for r in lake.read_range("drift_metrics", first, last, mine)
+             .where((F.col("kind") == "dataset") & (F.col("method") == "share_drifted"))
+             .select("dt", "statistic", "drifted").collect()} if lake.exists("drift_metrics") else {}
+    prediction = {r["dt"]: r["statistic"] for r in lake.read_range("drift_metrics", first, last, mine)
                   .where((F.col("feature") == "score") & F.col("decisive")).select("dt", "statistic").collect()} \
         if lake.exists("drift_metrics") else {}
-    shadow = {r["dt"]: r["v"] for r in lake.read_range("scores_shadow", first, last, spec.partition).groupBy("dt")
+    shadow = {r["dt"]: r["v"] for r in lake.read_range("scores_shadow", first, last, mine).groupBy("dt")
               .agg(F.max("model_version").alias("v")).collect()} if lake.exists("scores_shadow") else {}
-    policy = decisions(client)
+    policy = decisions(client, name)
     print("\nDay by day:")
     print(f"  {'day':10}  {'model':5}  {'scored':>7}  {'quar.':>5}  {'drifted':>7}  {'pred.W':>6}  "
           f"{'breach':6}  {'shadow':6}  retraining policy")
@@ -83,23 +83,36 @@ def main(first: date, last: date) -> int:
         day = date.fromordinal(day.toordinal() + 1)
     retro = lake.with_namespace("retro_first_champion")
     if retro.exists("retro_diff"):
-        print("\nRetro-test (the first champion on the days after the promotion, against production):")
-        for r in retro.read("retro_diff").where(F.col("model") == name).orderBy("dt").collect():
+        rows = retro.read("retro_diff").where(F.col("model") == name).orderBy("dt").collect()
+        if rows:
+            print("\nRetro-test (the first champion on the days after the promotion, against production):")
+        for r in rows:
             print(f"  {r['dt']}  {r['retro_model']} vs {r['production_models']}: {r['rows_compared']} rows, "
                   f"mean |diff| {r['mean_abs_diff']:.4f}, max {r['max_abs_diff']:.4f}, "
                   f"{r['share_diff_over_0_01']:.0%} differ by more than 0.01")
+    return max(drift) if drift else last
+
+
+def main(first: date, last: date) -> int:
+    stack, env, params = Stack(load_or_create_env()), load_env(), load_params()
+    client = registry.client(env.mlflow_tracking_uri)
+    lake = Lake(build_session(env, "batchloop-story"), env)
+    print(f"\n=== batchloop: {first} .. {last}, models {', '.join(params.models)} ===")
+    latest = {name: model_story(client, lake, spec, first, last) for name, spec in params.models.items()}
     c = stack.config
-    latest = max(drift) if drift else last
+    name = next(iter(params.models))
+    dags = ", ".join(f"score_daily__{m}, retrain__{m}, monitor_performance__{m}" for m in params.models)
     print(f"""
 Where to look
   Airflow UI    {c['BATCHLOOP_AIRFLOW_URL']}   user admin, password in {stack.password_file()}
-                DAGs score_daily, retrain, retro_test, promote, monitor_performance
-  MLflow UI     {c['MLFLOW_TRACKING_URI']}   model {name!r}; experiments batchloop-training, -evaluation,
-                -drift (HTML reports as artifacts), -retraining (every policy decision with its reasons)
-  Drift report  s3://{env.bucket_reports}/drift/{name}/{latest}/report.html (also in the MLflow drift run)
-  Data Docs     s3://{env.bucket_reports}/datadocs/{env.database}.features/<day>/
-  The lake      .venv/bin/batchloop sql "SELECT dt, model_version, count(*) FROM scores GROUP BY 1, 2 ORDER BY 1"
-  Lineage       .venv/bin/batchloop lineage --date {last}
+                DAGs {dags}, retro_test, promote
+  MLflow UI     {c['MLFLOW_TRACKING_URI']}   models {', '.join(repr(m) for m in params.models)}; experiments
+                batchloop-training, -evaluation, -drift (HTML reports as artifacts), -retraining (every policy
+                decision with its reasons)
+  Drift reports {'; '.join(f"s3://{env.bucket_reports}/drift/{m}/{d}/report.html" for m, d in latest.items())}
+  Data Docs     s3://{env.bucket_reports}/datadocs/{env.database}.<table>/<day>/
+  The lake      .venv/bin/batchloop sql "SELECT model, dt, model_version, count(*) FROM scores GROUP BY 1, 2, 3 ORDER BY 1, 2"
+  Lineage       .venv/bin/batchloop lineage --date {last} --model-name {name}
   Stop          make down
 """)
     return 0

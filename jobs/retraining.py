@@ -69,7 +69,7 @@ def decide(spec: ModelSpec, lake: Lake, tracking_uri: str, as_of: date, force: b
     decision = policy.decide(known, spec.retraining, force=force)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"policy-{as_of}"):
-        mlflow.set_tags({"as_of": as_of.isoformat(), "retrain": str(decision.retrain).lower(),
+        mlflow.set_tags({"model": spec.name, "as_of": as_of.isoformat(), "retrain": str(decision.retrain).lower(),
                          "run_id": lineage.run_id(), "forced": str(force).lower()})
         mlflow.log_metrics({"retrain": float(decision.retrain), "drift_breaches": float(sum(known.drift_breaches)),
                             "new_labelled_rows": float(known.new_labelled_rows),
