@@ -75,26 +75,10 @@ class AirflowClient:
 
     def backfill(self, dag_id: str, first: str, last: str, conf: dict | None = None, max_active_runs: int = 1,
                  reprocess: str = "none") -> dict:
-        """What `airflow backfill create` does: the scheduler runs every interval of the range.
-
-        With Airflow's SQLite metadata database (the local stack) the API server can answer 500 when a
-        scheduler write holds the database ("database is locked"): the request is sent again, after
-        checking that the first one did not create the backfill after all."""
+        """What `airflow backfill create` does: the scheduler runs every interval of the range."""
         body = {"dag_id": dag_id, "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
                 "run_backwards": False, "dag_run_conf": conf or {}, "reprocess_behavior": reprocess,
                 "max_active_runs": max_active_runs}
-        for attempt in range(4):
-            try:
-                return self.call("POST", "/backfills", json=body)
-            except AirflowError as exc:
-                if "HTTP 500" not in str(exc):
-                    raise
-            time.sleep(3 * (attempt + 1))
-            newest = self.call("GET", "/backfills", params={"dag_id": dag_id, "order_by": "-id", "limit": 20})
-            landed = [b for b in newest["backfills"]
-                      if b["from_date"][:10] == first and b["to_date"][:10] == last and not b.get("completed_at")]
-            if landed:
-                return landed[0]
         return self.call("POST", "/backfills", json=body)
 
     def wait_backfill(self, backfill_id: int, timeout: float = 600) -> dict:

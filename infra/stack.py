@@ -152,6 +152,16 @@ CONNECT_SERVER_CONF = {
 }
 
 
+def airflow_sqlite(home: Path) -> str:
+    """Airflow's SQLite metadata database, waiting up to a minute for a lock (sqlite3's default: 5 s).
+
+    The scheduler, the DAG processor, the API server and every task share one file; a write that
+    waits longer than the busy timeout fails with "database is locked" (the API answered such a
+    request with HTTP 500 while the scheduler wrote). The timeout rides on the URL, so the sync
+    engine and the async one Airflow derives from it both get it."""
+    return f"sqlite:///{home / 'airflow.db'}?timeout=60"
+
+
 def connect_connection(config: dict[str, str]) -> dict:
     """Airflow's `spark_default`: the local Connect server (its token comes from the environment)."""
     port = int(config["BATCHLOOP_SPARK_CONNECT_PORT"])
@@ -314,6 +324,7 @@ class Stack:
             "PYSPARK_DRIVER_PYTHON": sys.executable,
             "SPARK_LOCAL_IP": HOST,
             "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_sqlite(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

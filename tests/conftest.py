@@ -22,7 +22,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infra.stack import DEFAULT_PORTS, Stack, connect_connection, free_ports, generate_config  # noqa: E402
+from infra.stack import (  # noqa: E402
+    DEFAULT_PORTS,
+    Stack,
+    airflow_sqlite,
+    connect_connection,
+    free_ports,
+    generate_config,
+)
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
@@ -233,6 +240,7 @@ def dag_world(services, tmp_path_factory) -> World:
     stack.start(server)  # the JVM warms up while Airflow's database is made
     env = {**services.env(), "BATCHLOOP_STATE_DIR": str(root / "state"), "BATCHLOOP_DVC_ROOT": str(repo),
            "BATCHLOOP_PARAMS": str(repo / "params.yaml"), "AIRFLOW_HOME": str(root / "airflow"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_sqlite(root / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(connect_connection(config)),
            "BATCHLOOP_SPARK_REMOTE": config["BATCHLOOP_SPARK_REMOTE"], "BATCHLOOP_LAKE_GC_GRACE_MINUTES": "0",
