@@ -21,7 +21,7 @@ def test_retrain_trains_gates_and_promotes_the_first_champion(trained, dag_world
     client = registry.client(services.config["MLFLOW_TRACKING_URI"])
     champion = registry.holder(client, MODEL, registry.CHAMPION)
     assert champion.version == "1" and champion.tags["airflow_run_id"].startswith("manual__")
-    assert champion.tags["dvc_record"] == "snapshots/2026-02-09.dvc"
+    assert champion.tags["dvc_record"] == f"snapshots/{MODEL}/2026-02-09.dvc"  # each model's snapshots apart
 
 
 def test_retrain_stops_after_the_policy_when_it_says_no(trained, dag_world):
