@@ -50,12 +50,16 @@ IMPORTANCE_ROWS = 2000  # holdout rows that permutation importance shuffles (mod
 class Fitted:
     """A trained model, ready to predict raw feature rows and to be logged."""
 
-    kind: str  # BOOSTER or PYFUNC
     model: Any  # the booster, or the saved pyfunc model loaded back (what scoring will load)
     vocab: Vocabulary = field(default_factory=dict)  # the booster's category codes
     original: Any = None  # what the trainer returned: a fitted estimator or a PythonModel
     flavor: str = "lightgbm"  # the MLflow flavor it is logged with: lightgbm, sklearn or pyfunc
     by_value: Any = None  # a custom trainer's module, pickled by value with the model
+
+    @property
+    def kind(self) -> str:
+        """How it is scored: BOOSTER (LightGBM) or PYFUNC."""
+        return BOOSTER if self.flavor == "lightgbm" else PYFUNC
 
     def predict(self, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
         """Scores of raw feature rows: a probability (binary) or a value (regression)."""
@@ -141,7 +145,7 @@ def fit(spec: ModelSpec, train: pd.DataFrame) -> Fitted:
     if kind == "lightgbm":
         vocab = learn_vocabulary(train, spec.features.categorical)
         X = encode_pandas(train, spec.features.numeric, vocab)
-        return Fitted(BOOSTER, booster_fit(X, y, spec.trainer.params, spec.features.categorical), vocab)
+        return Fitted(booster_fit(X, y, spec.trainer.params, spec.features.categorical), vocab)
     if kind == "sklearn":
         model = sklearn_pipeline(spec)
         _call(spec, lambda: model.fit(raw_features(train, spec), y))
@@ -206,7 +210,7 @@ def _save(spec: ModelSpec, model: Any, train: pd.DataFrame) -> Fitted:
     except Exception as exc:
         raise TrainingFailed(f"model {spec.name}: MLflow could not save the model trainer {spec.trainer.name} "
                              f"returned ({type(exc).__name__}: {str(exc)[:300]})") from exc
-    fitted = Fitted(PYFUNC, loaded, original=model, flavor=flavor)
+    fitted = Fitted(loaded, original=model, flavor=flavor)
     scores = fitted.predict(train.head(50), spec)
     if len(scores) != min(50, len(train)) or not np.all(np.isfinite(scores)):
         raise TrainingFailed(f"model {spec.name}: the saved model does not give one finite score per row")
@@ -284,3 +288,20 @@ def input_columns(model_uri: str, spec: ModelSpec) -> list[str]:
     signature = get_model_info(model_uri).signature
     names = signature.inputs.input_names() if signature is not None and signature.inputs is not None else None
     return [str(n) for n in names] if names else list(spec.features.all)
+
+
+def predict_version(model, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """A registered version's scores for raw feature rows, whatever its flavor."""
+    if kind_of(model.uri) == BOOSTER:
+        from jobs import registry
+
+        booster = registry.load_booster(model)
+        vocab = registry.load_json_artifact(model, registry.VOCABULARY_ARTIFACT)
+        numeric = tuple(n for n in booster.feature_name() if n not in vocab)
+        X = encode_pandas(frame, numeric, vocab)[booster.feature_name()]
+        return booster.predict(X)
+    import mlflow.pyfunc
+
+    loaded = mlflow.pyfunc.load_model(model.uri)
+    columns = input_columns(model.uri, spec)
+    return to_scores(loaded.predict(raw_features(frame, spec, columns)), spec.task)

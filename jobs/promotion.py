@@ -19,18 +19,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
 from jobs import flavors, gate, lineage, registry
 from jobs import snapshot as snapshots
 from jobs.contract import combine, load_contract
-from jobs.encoding import encode_pandas
 from jobs.errors import InvalidParameter, ModelNotFound, PromotionRefused
 from jobs.metrics import Quality, bootstrap_difference, quality
-from jobs.predict import to_scores
-from jobs.registry import VOCABULARY_ARTIFACT, WINDOW_ARTIFACT
+from jobs.registry import WINDOW_ARTIFACT
 from jobs.settings import Env, ModelSpec
 from jobs.validate import validate_frame
 
@@ -47,21 +44,6 @@ class Evaluation:
     champion: registry.ResolvedModel | None
     metrics: dict[str, float]
     run_id: str
-
-
-def predict(model: registry.ResolvedModel, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
-    """A registered version's scores for raw feature rows, whatever its flavor."""
-    if flavors.kind_of(model.uri) == flavors.BOOSTER:
-        booster = registry.load_booster(model)
-        vocab = registry.load_json_artifact(model, VOCABULARY_ARTIFACT)
-        numeric = tuple(n for n in booster.feature_name() if n not in vocab)
-        X = encode_pandas(frame, numeric, vocab)[booster.feature_name()]
-        return booster.predict(X)
-    import mlflow.pyfunc
-
-    loaded = mlflow.pyfunc.load_model(model.uri)
-    columns = flavors.input_columns(model.uri, spec)
-    return to_scores(loaded.predict(flavors.raw_features(frame, spec, columns)), spec.task)
 
 
 def holdout_rows(spec: ModelSpec, spark, folder: Path) -> tuple[pd.DataFrame, snapshots.Window]:
@@ -89,11 +71,11 @@ def evaluate(spec: ModelSpec, spark, env: Env, challenger_ref: str, folder: Path
         champion = None
     y = rows[spec.label.column].to_numpy()
     bins, primary = spec.gate.calibration_bins, spec.primary_metric
-    p_challenger = predict(challenger, rows, spec)
+    p_challenger = flavors.predict_version(challenger, rows, spec)
     metrics = quality(y, p_challenger, bins, spec.task).as_dict("challenger_")
     metrics[f"challenger_train_{primary}"] = float(client.get_run(challenger.run_id).data.metrics[f"train_{primary}"])
     if champion is not None:
-        p_champion = predict(champion, rows, spec)
+        p_champion = flavors.predict_version(champion, rows, spec)
         metrics.update(quality(y, p_champion, bins, spec.task).as_dict("champion_"))
         metrics.update(bootstrap_difference(spec.task, primary, y, p_challenger, p_champion,
                                             spec.gate.bootstrap_samples, spec.gate.confidence, bins))

@@ -21,7 +21,6 @@ from jobs.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS_DIR = PROJECT_ROOT / "expectations"  # one Great Expectations suite per table, one per model's scores
-MODEL_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$"  # a registered model name
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"  # a table of the lake
 COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
