@@ -81,12 +81,13 @@ def _settings(name: str | None = None, ref: str | None = None):
     from jobs.settings import load_env, load_params
 
     params = load_params()
-    if name is None and ref is not None and parse_model_ref(ref)[0] in params.models:
-        name = parse_model_ref(ref)[0]
+    named = parse_model_ref(ref)[0] if ref is not None else None
+    if name is None and named in params.models:
+        name = named
     spec = params.check_contracts(params.model(name))
-    if ref is not None and parse_model_ref(ref)[0] != spec.name:
+    if named is not None and named != spec.name:
         raise InvalidParameter(f"--model {ref} is not a version of the model {spec.name}: "
-                               f"give --model models:/{spec.name}/VERSION or --model-name {parse_model_ref(ref)[0]}")
+                               f"give --model models:/{spec.name}/VERSION or --model-name {named}")
     return spec, load_env()
 
 
