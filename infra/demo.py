@@ -11,7 +11,11 @@
    gated and promoted from the next day.
 4. `retro_test` re-scores the days after the first model's promotion with its first
    champion, into its own namespace, and compares with what production served.
-5. The story of each model, from the lake, the registry and MLflow, with links.
+5. The labels of the scored days mature: the upstream publishes the days up to
+   2026-03-19 (labels come 30 days late), and each model's `monitor_performance__NAME` is
+   backfilled for 2026-03-12..2026-03-19: what was served on each scored day, judged by
+   its labels, per model version (champion and shadow).
+6. The story of each model, from the lake, the registry and MLflow, with links.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from infra.stack import VENV_BIN, Stack, StackError, load_or_create_env
 START, DAYS, ROWS = date(2026, 1, 1), 60, 20000
 FIRST_TRAINING = date(2026, 2, 9)
 SCORE_FIRST, SCORE_LAST = date(2026, 2, 10), date(2026, 2, 17)
+LABEL_DELAY = 30  # both demo models' label.delay_days: the scored days' labels are known this much later
 
 
 def dag(kind: str, model: str) -> str:
@@ -144,6 +149,7 @@ def main() -> int:
                                                "start": retro_first.isoformat(), "end": SCORE_LAST.isoformat(),
                                                "namespace": "retro_first_champion", "compare_to_production": True})
         follow(client, clock, "retro_test", run_id)
+        mature_labels(stack, client, clock, models)
     except (AirflowError, StackError, OSError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
@@ -151,6 +157,34 @@ def main() -> int:
     done = subprocess.run([sys.executable, "-m", "infra.story", SCORE_FIRST.isoformat(), SCORE_LAST.isoformat()],
                           env=stack.env())
     return done.returncode
+
+
+def mature_labels(stack: Stack, client: AirflowClient, clock: Clock, models: list[str]) -> None:
+    """Publish the days on which the scored days' labels become known; monitor each model on them."""
+    first, last = SCORE_FIRST + timedelta(days=LABEL_DELAY), SCORE_LAST + timedelta(days=LABEL_DELAY)
+    published = START + timedelta(days=DAYS)
+    clock.say(f"upstream load: {published}..{last}, with the labels of {SCORE_FIRST}..{SCORE_LAST}")
+    batchloop(stack, "generate", "--start", published.isoformat(), "--days", str((last - published).days + 1),
+              "--rows", str(ROWS))
+    for model in models:
+        dag_id = dag("monitor_performance", model)
+        client.unpause(dag_id)
+        clock.say(f"{dag_id}: labels matured on {first}..{last}, a backfill run per day")
+        backfill = client.backfill(dag_id, first.isoformat(), last.isoformat(), max_active_runs=1)
+        client.wait_backfill(backfill["id"], timeout=3600)
+        for run in sorted((r for r in client.runs(dag_id) if r["run_type"] == "backfill"),
+                          key=lambda r: r.get("data_interval_start") or ""):
+            measured = client.xcom(dag_id, run["dag_run_id"], "monitor") if run["state"] == "success" else None
+            if not measured:
+                clock.say(f"  {dag_id} {(run.get('data_interval_start') or '')[:10]}: {run['state']} (see the "
+                          "Airflow UI)")
+                continue
+            cells = [f"{r['source'].replace('scores_shadow', 'shadow').replace('scores', 'served')} "
+                     f"v{r['model_version']} " + ", ".join(
+                         f"{m.upper()} {r[m]:.3f}" for m in ("auc", "rmse", "mae") if r.get(m) is not None)
+                     for r in measured["results"]]
+            clock.say(f"  {dag_id}: {measured['scored_day']} (labels known {measured['labels_matured_on']}): "
+                      + ("; ".join(cells) or measured.get("skipped", "nothing to measure")))
 
 
 def promotion_day(stack: Stack, model: str) -> date | None:

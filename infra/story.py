@@ -66,10 +66,18 @@ def model_story(client, lake: Lake, spec, first: date, last: date) -> date:
         if lake.exists("drift_metrics") else {}
     shadow = {r["dt"]: r["v"] for r in lake.read_range("scores_shadow", first, last, mine).groupBy("dt")
               .agg(F.max("model_version").alias("v")).collect()} if lake.exists("scores_shadow") else {}
+    metric = spec.primary_metric
+    matured: dict[date, str] = {}
+    if lake.exists("performance_metrics"):
+        for r in lake.read_range("performance_metrics", first, last, mine).orderBy("dt", "source").collect():
+            if r[metric] is not None:
+                matured[r["dt"]] = (matured.get(r["dt"], "") + (" / " if r["dt"] in matured else "")
+                                    + f"{'shadow ' if r['source'] == 'scores_shadow' else ''}v{r['model_version']} "
+                                    f"{r[metric]:.3f}")
     policy = decisions(client, name)
-    print("\nDay by day:")
+    print(f"\nDay by day (matured: {metric.upper()} of what was served, and of the shadow, on the day's labels):")
     print(f"  {'day':10}  {'model':5}  {'scored':>7}  {'quar.':>5}  {'drifted':>7}  {'pred.W':>6}  "
-          f"{'breach':6}  {'shadow':6}  retraining policy")
+          f"{'breach':6}  {'shadow':6}  {'matured':22}  retraining policy")
     day = first
     while day <= last:
         s, d = scored.get(day), drift.get(day)
@@ -79,7 +87,7 @@ def model_story(client, lake: Lake, spec, first: date, last: date) -> date:
                  f"{prediction[day]:.2f}" if day in prediction else "-",
                  ("yes" if d["drifted"] else "no") if d else "-", f"v{shadow[day]}" if day in shadow else "-"]
         print(f"  {cells[0]:10}  {cells[1]:5}  {cells[2]:>7}  {cells[3]:>5}  {cells[4]:>7}  {cells[5]:>6}  "
-              f"{cells[6]:6}  {cells[7]:6}  {policy.get(day.isoformat(), '-')}")
+              f"{cells[6]:6}  {cells[7]:6}  {matured.get(day, '-'):22}  {policy.get(day.isoformat(), '-')}")
         day = date.fromordinal(day.toordinal() + 1)
     retro = lake.with_namespace("retro_first_champion")
     if retro.exists("retro_diff"):

@@ -37,9 +37,9 @@ def test_dag_files_import_without_errors_or_heavy_modules(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
     dags = report["dags"]
-    # one score_daily, monitor_performance and retrain per declared model (params.yaml: churn), two shared
-    assert set(dags) == {"score_daily__churn", "monitor_performance__churn", "retrain__churn", "retro_test",
-                         "promote"}
+    # one score_daily, monitor_performance and retrain per declared model (params.yaml: churn, spend), two shared
+    assert set(dags) == {f"{kind}__{model}" for kind in ("score_daily", "monitor_performance", "retrain")
+                         for model in ("churn", "spend")} | {"retro_test", "promote"}
     assert all(d["doc"] for d in dags.values())
     assert dags["score_daily__churn"]["tasks"] == ["drift", "publish", "raise_drift_alarm", "score", "validate",
                                                    "wait_for_features"]

@@ -64,19 +64,19 @@ def test_the_written_contracts_are_suites_great_expectations_and_batchloop_accep
 
 
 def test_the_spec_entry_lands_under_models_and_parses_with_the_defaults(tmp_path):
-    entry = profile.spec_entry("spend", usage_profile(), "subscriber_id", "spend_labels", "spend_next_30d", 30,
+    entry = profile.spec_entry("arpu", usage_profile(), "subscriber_id", "spend_labels", "spend_next_30d", 30,
                                "regression", exclude=("device_id",))
     text = profile.add_entry((ROOT / "params.yaml").read_text(), entry)
     import yaml
 
     params = parse_params(yaml.safe_load(text), tmp_path / "params.yaml")
-    spend = params.model("spend")
-    assert (spend.task, spend.table, spend.label.column) == ("regression", "usage", "spend_next_30d")
-    assert spend.features.numeric == ("data_usage_gb", "delta") and spend.features.categorical == ("region",)
-    assert spend.trainer.params["objective"] == "regression" and spend.primary_metric == "rmse"
-    assert params.model("churn") == parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                                                 tmp_path / "params.yaml").model("churn")
-    assert "# the demo's synthetic upstream" in text.split("  spend:")[1]  # the rest of the file is kept
+    arpu = params.model("arpu")
+    assert (arpu.task, arpu.table, arpu.label.column) == ("regression", "usage", "spend_next_30d")
+    assert arpu.features.numeric == ("data_usage_gb", "delta") and arpu.features.categorical == ("region",)
+    assert arpu.trainer.params["objective"] == "regression" and arpu.primary_metric == "rmse"
+    declared = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()), tmp_path / "params.yaml")
+    assert all(params.model(name) == declared.model(name) for name in declared.models)  # the others are kept
+    assert "# the demo's synthetic upstream" in text.split("  arpu:")[1]  # the rest of the file is kept
 
 
 def test_a_params_file_without_a_block_models_mapping_is_refused():

@@ -85,7 +85,7 @@ def test_a_model_whose_table_has_no_contract_is_refused_naming_the_key(tmp_path)
 
 def test_a_command_names_its_model_when_several_are_declared(tmp_path):
     params = load_params(write(tmp_path, second_model(project())))
-    with pytest.raises(ConfigError, match="declares the models churn, upsell: name one with --model-name"):
+    with pytest.raises(ConfigError, match="declares the models churn, spend, upsell: name one with --model-name"):
         params.model()
     with pytest.raises(ConfigError, match="no model 'fraud' is declared"):
         params.model("fraud")
