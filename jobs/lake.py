@@ -29,7 +29,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -423,19 +423,55 @@ class Lake:
         commit_id = new_commit_id()
         staging = f"{self.table_root(table)}/_staging/{commit_id}"
         df.write.mode("error").partitionBy("dt").parquet(staging)
-        days = sorted(date.fromisoformat(n.split("=", 1)[1])
-                      for n, is_dir, _ in self.fs.children(staging) if is_dir and n.startswith("dt="))
-        commits = [self._commit(table, d, f"{staging}/dt={d.isoformat()}", commit_id, df.drop("dt"),
-                                manifest or {}, by) for d in days]
+        # every day's row count in one job (from the Parquet footers: a check the files read)
+        counts = {r["dt"]: int(r["count"]) for r in self.spark.read.parquet(staging).groupBy("dt").count().collect()}
+        days = sorted(counts)
+        commits = self._add_hive_partitions(table, staging, days, commit_id, counts, manifest or {}, by) \
+            if self.format == "hive" and len(days) > 1 else []
+        added = {c.day for c in commits}
+        commits += [self._commit(table, d, f"{staging}/dt={d.isoformat()}", commit_id, df.drop("dt"),
+                                 manifest or {}, by, rows=counts[d]) for d in days if d not in added]
         self.fs.delete(staging)
-        return commits
+        return sorted(commits, key=lambda c: c.day)
+
+    def _add_hive_partitions(self, table: str, staging: str, days: list[date], commit_id: str,
+                             counts: dict[date, int], manifest: dict[str, Any], by: Keys) -> list[Commit]:
+        """The days the table does not have yet, added in one metastore call (an upstream load's or a
+        backfill's many days); each day's version is moved in under its lock first, as a single write does.
+        The days it has already are switched one by one (`_commit`)."""
+        with ExitStack() as locks:
+            for d in days:
+                locks.enter_context(self.fs.exclusive(f"{self._journal(table, d, by)}.lock"))
+            present = set(self.partitions(table, by))  # asked under the locks: a day another writer added is switched
+            new = [d for d in days if d not in present]
+            if not new:
+                return []
+            finals = {}
+            for d in new:
+                staged = f"{staging}/dt={d.isoformat()}"
+                self.fs.write_text(f"{staged}/{MANIFEST}", json.dumps(
+                    self._record(table, d, commit_id, counts[d], manifest, by), indent=1, sort_keys=True, default=str))
+                finals[d] = f"{self.table_root(table)}/{partition_path(by, d)}/{commit_id}"
+                self.fs.rename(staged, finals[d])
+            specs = " ".join(f"{self._spec(d, by)} LOCATION '{finals[d]}'" for d in new)
+            self.spark.sql(f"ALTER TABLE {self.name(table)} ADD {specs}")
+            self.spark.catalog.refreshTable(f"{self.namespace}.{table}")
+            for d in new:  # versions a killed earlier attempt left behind
+                self._collect_garbage(f"{self.table_root(table)}/{partition_path(by, d)}", keep={commit_id})
+        log.info("committed %s.%s: %d new days in one metastore call (%s)", self.namespace, table, len(new), commit_id)
+        return [Commit(table, d, finals[d], counts[d], commit_id) for d in new]
+
+    def _record(self, table: str, day: date, commit_id: str, rows: int, manifest: dict[str, Any],
+                by: Keys) -> dict[str, Any]:
+        return {"table": f"{self.namespace}.{table}", **dict(partition_keys(by)), "dt": day.isoformat(),
+                "commit": commit_id, "rows": rows, "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "run_id": lineage.run_id(), "code_version": lineage.code_version(), **manifest}
 
     def _commit(self, table: str, day: date, staged: str, commit_id: str, data: DataFrame,
-                manifest: dict[str, Any], by: Keys) -> Commit:
-        rows = self.spark.read.parquet(staged).count()  # from the Parquet footers: a check the files read
-        record = {"table": f"{self.namespace}.{table}", **dict(partition_keys(by)), "dt": day.isoformat(),
-                  "commit": commit_id, "rows": rows, "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                  "run_id": lineage.run_id(), "code_version": lineage.code_version(), **manifest}
+                manifest: dict[str, Any], by: Keys, rows: int | None = None) -> Commit:
+        if rows is None:
+            rows = self.spark.read.parquet(staged).count()  # from the Parquet footers: a check the files read
+        record = self._record(table, day, commit_id, rows, manifest, by)
         self.fs.write_text(f"{staged}/{MANIFEST}", json.dumps(record, indent=1, sort_keys=True, default=str))
         if self.format == "hive":
             location = self._switch_hive(table, day, staged, commit_id, by)

@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 from jobs import datadocs, flavors, lineage, predict, registry
 from jobs.contract import Contract, changed_expectations, load_contract, quarantine_frame, raise_on_failure
 from jobs.encoding import model_matrix
-from jobs.errors import ConfigError, ContractViolation, GoldenSampleMismatch, ModelNotFound
+from jobs.errors import ConfigError, ContractViolation, GoldenSampleMismatch, ModelNotFound, PartitionNotFound
 from jobs.lake import Lake, checksum
 from jobs.registry import (
     CONTRACT_ARTIFACT,
@@ -101,8 +101,10 @@ def check_signature(df: DataFrame, scorer: Scorer, spec: ModelSpec) -> None:
              for n in scorer.names if n in types and
              (not isinstance(types[n], T.StringType) if n in categorical else not isinstance(types[n], NUMERIC_TYPES))]
     if missing or wrong:
-        raise ContractViolation(f"input does not match {scorer.model.uri}'s signature: "
-                                + "; ".join(([f"missing column(s) {', '.join(missing)}"] if missing else []) + wrong))
+        raise ContractViolation(f"model {spec.name}: input does not match {scorer.model.uri}'s signature: "
+                                + "; ".join(([f"missing column(s) {', '.join(missing)}"] if missing else []) + wrong)
+                                + f". The model was trained on them: restore them in {spec.table} upstream, or retrain "
+                                f"it without them (params.yaml models.{spec.name}.features)")
 
 
 def ood_count(scorer: Scorer) -> F.Column:
@@ -234,7 +236,11 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
                           f"{scorers[0].model.uri} is an MLflow pyfunc model: set it to 0 for this model")
     spark = source.spark
     batch_rows = spec.scoring.arrow_batch_rows
-    features = source.read_partition(spec.table, day)
+    try:
+        features = source.read_partition(spec.table, day)
+    except PartitionNotFound as exc:
+        raise PartitionNotFound(f"model {spec.name}: {exc} (its feature table, params.yaml models.{spec.name}.table)"
+                                ) from None
     require_columns(spec, features, spec.table, (spec.key,))
     for s in scorers:
         check_signature(features, s, spec)

@@ -137,8 +137,11 @@ def artifacts() -> Path:
 # -- the DAG world: Spark steps as spark-submit subprocesses ------------------------------------------------
 BIN = Path(sys.executable).parent
 MODEL = "churn_dags"
-# the world's model's own DAGs (dags/ makes one of each per declared model)
+# the world's models' own DAGs (dags/ makes one of each per declared model): churn's, and spend's (a scikit-learn
+# regression pipeline on another table) for the tests of a second model of another kind
 SCORE_DAILY, RETRAIN, MONITOR = (f"{kind}__{MODEL}" for kind in ("score_daily", "retrain", "monitor_performance"))
+SPEND = "spend_dags"
+SPEND_DAGS = tuple(f"{kind}__{SPEND}" for kind in ("score_daily", "retrain", "monitor_performance"))
 
 
 @dataclass
@@ -221,14 +224,15 @@ def trained(dag_world):
 
 @pytest.fixture(scope="session")
 def dag_world(services, tmp_path_factory) -> World:
-    """50 days of small data, a params file of its own (model churn_dags), Airflow's metadata database,
+    """50 days of small data, a params file of its own (models churn_dags and spend_dags), Airflow's metadata database,
     and a Spark Connect server of its own (the world's lake and metastore) that its steps are clients of."""
     root = tmp_path_factory.mktemp("dagworld")
     repo = make_dvc_repo(root / "repo", services)
     own = yaml.safe_load((ROOT / "params.yaml").read_text())
-    own["models"] = {MODEL: own["models"]["churn"]}
+    own["models"] = {MODEL: own["models"]["churn"], SPEND: own["models"]["spend"]}
     own["generator"]["rows"] = 1500
     own["defaults"]["gate"]["max_overfit_gap"] = 0.25  # 1,500 subscribers a day overfit more than production volumes
+    own["models"][SPEND]["gate"]["max_overfit_gap"] = 3.0  # (in RMSE units)
     (repo / "params.yaml").write_text(yaml.safe_dump(own))
     (root / "airflow").mkdir()
     port = free_ports(["BATCHLOOP_SPARK_CONNECT_PORT"])

@@ -20,7 +20,7 @@ import requests
 
 from infra.airflow_api import AirflowClient, AirflowError
 from infra.stack import Stack, free_ports
-from tests.conftest import MONITOR, RETRAIN, SCORE_DAILY
+from tests.conftest import MONITOR, RETRAIN, SCORE_DAILY, SPEND, SPEND_DAGS
 from tests.dags.conftest import BIN, MODEL
 
 pytestmark = pytest.mark.dags
@@ -43,7 +43,7 @@ def airflow(services, dag_world, trained):
     stack = Stack(config)
     stack.up({"airflow"})  # its Spark steps are clients of the world's Connect server
     client = AirflowClient.from_password_file(url, stack.password_file())
-    client.wait_for_dags([SCORE_DAILY, RETRAIN, "retro_test", "promote", MONITOR])
+    client.wait_for_dags([SCORE_DAILY, RETRAIN, "retro_test", "promote", MONITOR, *SPEND_DAGS])
     yield stack, client
     stack.down({"airflow"})
 
@@ -90,6 +90,41 @@ def test_running_the_backfill_again_changes_nothing(airflow, dag_world):
     # then the day was scored again, into the same rows and counts on both days, one partition per day
     assert dag_world.sql(SCORED_AT)[0]["t"] > first["scored_at"]
     assert dag_world.sql(CHECKSUM) == first["rows"]
+
+
+def test_a_second_model_of_another_kind_is_trained_scored_drifted_and_monitored_through_the_scheduler(
+        airflow, dag_world):
+    # given churn's scored days and the spend model (a scikit-learn regression pipeline on the usage table)
+    stack, client = airflow
+    score, retrain, monitor = SPEND_DAGS
+    churn_before = dag_world.sql(CHECKSUM)
+    for dag_id in SPEND_DAGS:
+        client.unpause(dag_id)
+    # when its retrain DAG is triggered, its day 2026-01-15 scored (its first version pinned: the day precedes its
+    # first champion) and the monitor runs on 2026-02-14, the day that day's labels matured
+    run_id = client.trigger(retrain, {"as_of": "2026-02-09", "force": True})
+    assert client.wait(retrain, run_id, timeout=1800) == "success", client.task_states(retrain, run_id)
+    trained = client.xcom(retrain, run_id, "train")
+    assert trained["model"] == f"models:/{SPEND}/1" and 0 < trained["holdout_rmse"] < 30 and trained["holdout_r2"] > 0.5
+    assert client.xcom(retrain, run_id, "promote")["promoted"] is True
+    for dag_id, day, conf in ((score, "2026-01-15", {"model": f"models:/{SPEND}/1"}), (monitor, "2026-02-14", None)):
+        backfill = client.backfill(dag_id, day, day, conf=conf)
+        client.wait_backfill(backfill["id"], timeout=1200)
+        [run] = [r for r in client.runs(dag_id) if r["run_type"] == "backfill"]
+        assert run["state"] == "success", client.task_states(dag_id, run["dag_run_id"])
+    # then its rows are the model=spend_dags partitions, and churn's rows are untouched
+    [scored] = dag_world.sql("SELECT model, count(*) AS n, min(model_version) AS v, min(score) AS lo FROM scores "
+                             "WHERE dt = DATE'2026-01-15' GROUP BY model")
+    assert (scored["model"], scored["n"], scored["v"]) == (SPEND, 1500, "1") and scored["lo"] > 0
+    [drift] = dag_world.sql("SELECT count(*) AS n, count(DISTINCT feature) AS f FROM drift_metrics "
+                            f"WHERE model = '{SPEND}' AND dt = DATE'2026-01-15'")
+    assert drift["n"] > 0 and drift["f"] >= 12  # 11 features, the score and the dataset rows
+    [measured] = dag_world.sql("SELECT task, source, model_version, rows, rmse, r2, auc FROM performance_metrics "
+                               f"WHERE model = '{SPEND}' AND dt = DATE'2026-01-15'")
+    assert (measured["task"], measured["source"], measured["model_version"], measured["rows"]) == (
+        "regression", "scores", "1", 1500)
+    assert 0 < measured["rmse"] < 30 and measured["r2"] > 0.5 and measured["auc"] is None
+    assert dag_world.sql(CHECKSUM) == churn_before
 
 
 def test_a_bad_parameter_is_refused_at_once_naming_it(airflow):

@@ -89,7 +89,9 @@ def test_a_command_names_its_model_when_several_are_declared(tmp_path):
         params.model()
     with pytest.raises(ConfigError, match="no model 'fraud' is declared"):
         params.model("fraud")
-    assert load_params(ROOT / "params.yaml").model().name == "churn"  # one declared: the default
+    alone = project()
+    alone["models"] = {"churn": alone["models"]["churn"]}
+    assert load_params(write(tmp_path, alone)).model().name == "churn"  # one declared: the default
 
 
 @pytest.mark.parametrize("ref,expected", [
