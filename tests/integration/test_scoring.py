@@ -155,7 +155,7 @@ def test_input_that_does_not_match_the_model_signature_fails_before_anything_is_
     source = lake.with_namespace("scoring_signature_tests")
     features = lake.read_partition("features", DAY)
     source.write_partition(features.drop("support_calls"), "features", DAY)
-    with pytest.raises(ContractViolation, match="model churn: input does not match models:/churn/1's signature: "
+    with pytest.raises(ContractViolation, match=f"model {p.name}: input does not match models:/{p.name}/1's signature: "
                                                 "missing column\\(s\\) support_calls. The model was trained on them"):
         scoring.run(p, source, source, env, DAY)
     typed = lake.with_namespace("scoring_type_tests")
@@ -176,8 +176,9 @@ def test_an_empty_or_missing_input_partition_fails_before_anything_is_written(ch
     assert nothing_written(source, DAY, p)
     # a spec naming a table the lake does not have: the model, the table and the key to fix
     absent = lake.with_namespace("scoring_absent_tests")
-    with pytest.raises(PartitionNotFound, match="model churn: table scoring_absent_tests.features does not exist yet "
-                                                "\\(its feature table, params.yaml models.churn.table\\)"):
+    absent_table = (f"model {p.name}: table scoring_absent_tests.features does not exist yet "
+                    f"\\(its feature table, params.yaml models.{p.name}.table\\)")
+    with pytest.raises(PartitionNotFound, match=absent_table):
         scoring.run(p, absent, absent, env, DAY)
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from jobs import registry
-from tests.conftest import BIN, MODEL, ROOT
+from tests.conftest import BIN, MODEL, ROOT, SPEND
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +31,10 @@ def test_dvc_repro_snapshots_validates_trains_and_evaluates(dag_world, trained, 
     # when `dvc repro` runs
     first = dvc(dag_world, "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    # then every stage ran and dvc.lock records the snapshot and the metrics
+    # then every stage of every declared model ran and dvc.lock records the snapshot and the metrics
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {f"{stage}@{MODEL}" for stage in ("snapshot", "validate", "train", "evaluate")}
+    assert set(lock["stages"]) == {f"{stage}@{name}" for stage in ("snapshot", "validate", "train", "evaluate")
+                                   for name in (MODEL, SPEND)}
     snapshot_md5 = lock["stages"][f"snapshot@{MODEL}"]["outs"][0]["md5"]
     trained_by_repro = json.loads((repo / "metrics" / MODEL / "train.json").read_text())
     evaluation = json.loads((repo / "metrics" / MODEL / "evaluate.json").read_text())
