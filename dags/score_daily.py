@@ -53,8 +53,8 @@ def build(model: str, table: str, schedule: str):
         @task.sensor(poke_interval=30, timeout=6 * 3600, mode="reschedule")
         def wait_for_features(data_interval_start=None) -> PokeReturnValue:
             """The upstream load committed dt=D of the model's feature table (its manifest is there)."""
-            from jobs.lake import committed_on_disk
-            from jobs.settings import load_env
+            from jobs.config import load_env
+            from jobs.io.lake import committed_on_disk
 
             return PokeReturnValue(is_done=committed_on_disk(load_env(), table, data_interval_start.date()))
 

@@ -75,8 +75,8 @@ NAMESPACE = r"^retro_[a-z0-9_]{1,57}$"
 
 def alert_on_failure(context) -> None:
     """on_failure_callback: one clear alert through the configured notifier (webhook or log)."""
-    from jobs.alerts import notify
-    from jobs.settings import load_env
+    from jobs.config import load_env
+    from jobs.io.alerts import notify
 
     ti = context["ti"]
     exception = context.get("exception")

@@ -40,7 +40,7 @@ def dag(kind: str, model: str) -> str:
 
 
 def declared() -> list[str]:
-    from jobs.settings import load_params
+    from jobs.config import load_params
 
     return list(load_params().models)
 
@@ -189,7 +189,7 @@ def mature_labels(stack: Stack, client: AirflowClient, clock: Clock, models: lis
 
 def promotion_day(stack: Stack, model: str) -> date | None:
     """The first day a champion other than version 1 of the model applied, from the alias history."""
-    from jobs import registry
+    from jobs.io import registry
 
     client = registry.client(stack.config["MLFLOW_TRACKING_URI"])
     later = [e.effective_from for e in registry.alias_history(client, model)

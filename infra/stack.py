@@ -134,7 +134,7 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-# the server's own settings beyond the drivers' (jobs.spark.session_conf)
+# the server's own settings beyond the drivers' (jobs.io.spark.session_conf)
 CONNECT_SERVER_CONF = {
     # an operation whose client is gone (killed) is interrupted after this long, not five minutes; the
     # server notices a gone client when a response stream ends, so streams end (and live clients
@@ -402,8 +402,8 @@ class Stack:
         ]
 
     def spark_env(self):
-        """The Spark settings of this stack's lake, as the jobs read them (jobs.settings.Env)."""
-        from jobs.settings import Env
+        """The Spark settings of this stack's lake, as the jobs read them (jobs.config.Env)."""
+        from jobs.config import Env
 
         known = {k.removeprefix("BATCHLOOP_").lower(): v for k, v in self.config.items()
                  if k.startswith("BATCHLOOP_")}
@@ -411,10 +411,10 @@ class Stack:
         return Env(_env_file=None, **{**fields, "state_dir": self.state, "pyspark_python": sys.executable})
 
     def spark(self) -> Service:
-        """The Spark Connect server: every local step is its client (jobs.spark.build_session)."""
+        """The Spark Connect server: every local step is its client (jobs.io.spark.build_session)."""
         import pyspark
 
-        from jobs.spark import session_conf
+        from jobs.io.spark import session_conf
 
         env = self.spark_env()
         port = int(self.config["BATCHLOOP_SPARK_CONNECT_PORT"])

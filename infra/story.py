@@ -12,10 +12,10 @@ from datetime import date
 from pyspark.sql import functions as F
 
 from infra.stack import Stack, load_or_create_env
-from jobs import registry
-from jobs.lake import Lake
-from jobs.settings import load_env, load_params
-from jobs.spark import build_session
+from jobs.config import load_env, load_params
+from jobs.io import registry
+from jobs.io.lake import Lake
+from jobs.io.spark import build_session
 
 
 def versions(client, spec) -> list[str]:

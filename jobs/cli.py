@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 from dotenv import load_dotenv
 
+from jobs.config import PROJECT_ROOT
 from jobs.errors import BatchloopError, ContractViolation, InvalidParameter, ServiceUnavailable
-from jobs.settings import PROJECT_ROOT
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Training snapshots under DVC.", no_args_is_help=True)
@@ -61,7 +61,7 @@ def default_snapshot(name: str) -> Path:
 
 def parse_model(value: str | None, name: str = "--model") -> str | None:
     """A registry reference (never a path), checked before any work."""
-    from jobs.registry import parse_model_ref
+    from jobs.io.registry import parse_model_ref
 
     if not value:  # an empty value (a DAG's unset parameter) means the default
         return None
@@ -77,8 +77,8 @@ def _settings(name: str | None = None, ref: str | None = None):
 
     The model is the one --model-name declares, else the one a registry reference names,
     else the only one declared."""
-    from jobs.registry import parse_model_ref
-    from jobs.settings import load_env, load_params
+    from jobs.config import load_env, load_params
+    from jobs.io.registry import parse_model_ref
 
     params = load_params()
     named = parse_model_ref(ref)[0] if ref is not None else None
@@ -92,14 +92,14 @@ def _settings(name: str | None = None, ref: str | None = None):
 
 
 def _env():
-    from jobs.settings import load_env
+    from jobs.config import load_env
 
     return load_env()
 
 
 def _lake(env, app_name: str):
     """The Spark session and the production lake, built once per command."""
-    from jobs.lake import Lake
+    from jobs.io.lake import Lake
 
     return Lake(_session(env, app_name), env)
 
@@ -110,7 +110,7 @@ def _spark(env, app_name: str):
 
 
 def _session(env, app_name: str):
-    from jobs.spark import build_session
+    from jobs.io.spark import build_session
 
     spark = build_session(env, app_name=f"batchloop-{app_name}")
     _SESSIONS.append(spark)
@@ -147,8 +147,8 @@ def generate(
     model_name: NameOpt = None,
 ) -> None:
     """Write the demo's synthetic tables: every declared model's feature and label tables (or --model-name's)."""
-    from jobs import generate as job
-    from jobs.settings import load_params
+    from jobs.config import load_params
+    from jobs.demo import generate as job
 
     first = parse_date(start, "--start")
     params = load_params()
@@ -178,8 +178,8 @@ def snapshot(
     model_name: NameOpt = None,
 ) -> None:
     """Write the labelled training window known on a day as a snapshot folder."""
-    from jobs import snapshot as job
-    from jobs import versioning
+    from jobs.io import versioning
+    from jobs.steps import snapshot as job
 
     day = parse_date(as_of, "--as-of")
     spec, env = _settings(model_name)
@@ -201,11 +201,12 @@ def validate(
     model_name: NameOpt = None,
 ) -> None:
     """Check a partition (or a snapshot) against its contract; print a summary; exit 1 when it fails."""
-    from jobs import datadocs, lineage
-    from jobs import snapshot as snapshots
-    from jobs.contract import combine, load_contract
-    from jobs.lake import check_identifier
-    from jobs.validate import validate_frame, validate_partition
+    from jobs.contracts import datadocs
+    from jobs.contracts.contract import combine, load_contract
+    from jobs.contracts.validate import validate_frame, validate_partition
+    from jobs.io import lineage
+    from jobs.io.lake import check_identifier
+    from jobs.steps import snapshot as snapshots
 
     if (snapshot_dir is None) == (dataset is None or date_ is None):
         raise InvalidParameter("give --dataset and --date, or --snapshot")
@@ -246,12 +247,12 @@ def train(
     model_name: NameOpt = None,
 ) -> None:
     """Train on a snapshot, register the version in MLflow as @challenger."""
-    from jobs import train as job
+    from jobs.steps import train as job
 
     spec, env = _settings(model_name)
     trained = job.run(spec, _spark(env, "train"), env, in_repo(env, snapshot_dir or default_snapshot(spec.name)),
                       push=push)
-    from jobs import registry
+    from jobs.io import registry
 
     client = registry.client(env.mlflow_tracking_uri)
     result = {"model": trained.model.uri, "version": trained.model.version, "window": trained.window.as_dict(),
@@ -280,13 +281,13 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="write the evaluation here as JSON")] = None,
 ) -> None:
     """Score the challenger's holdout with it and the champion; log both to MLflow."""
-    from jobs import promotion
+    from jobs.steps import promotion
 
     ref = parse_model(_model_from(model, model_from))
     spec, env = _settings(ref=ref)
     folder = in_repo(env, snapshot_dir) if snapshot_dir else _restore(env, ref)
     evaluation = promotion.evaluate(spec, _spark(env, "evaluate"), env, ref, folder)
-    from jobs import registry
+    from jobs.io import registry
 
     result = {"challenger": evaluation.challenger.uri,
               "champion": evaluation.champion.uri if evaluation.champion else None,
@@ -300,7 +301,7 @@ def evaluate(
 
 
 def _restore(env, ref: str) -> Path:
-    from jobs import registry, versioning
+    from jobs.io import registry, versioning
 
     client = registry.client(env.mlflow_tracking_uri)
     m = registry.resolve(client, ref)
@@ -314,7 +315,7 @@ def gate(
     model_from: Annotated[Path | None, typer.Option(help="read the model from `batchloop train`'s metrics file")] = None,
 ) -> None:
     """Apply the promotion gate (params.yaml `gate`) to the latest evaluation; record the verdict."""
-    from jobs import promotion
+    from jobs.steps import promotion
 
     ref = parse_model(_model_from(model, model_from))
     spec, env = _settings(ref=ref)
@@ -336,7 +337,7 @@ def promote(
     model_name: NameOpt = None,
 ) -> None:
     """Move @champion: promote a version, apply the gate's verdict, or roll back."""
-    from jobs import promotion
+    from jobs.steps import promotion
 
     when = optional_date(effective_from, "--effective-from")
     if model_name:
@@ -367,7 +368,7 @@ def score(
     model_name: NameOpt = None,
 ) -> None:
     """Score one day into `scores` (default model: the champion on that day, from the alias history)."""
-    from jobs import score as job
+    from jobs.steps import score as job
 
     day = parse_date(date_)
     ref = parse_model(model)
@@ -380,7 +381,7 @@ def score(
 @app.command()
 def drift(date_: DateOpt, model: ModelOpt = None, model_name: NameOpt = None) -> None:
     """Drift of one scored day against the reference of the model that scored it (or --model)."""
-    from jobs import drift as job
+    from jobs.steps import drift as job
 
     day = parse_date(date_)
     ref = parse_model(model)
@@ -392,7 +393,7 @@ def drift(date_: DateOpt, model: ModelOpt = None, model_name: NameOpt = None) ->
 def monitor(date_: Annotated[str, typer.Option("--date", help="the day labels matured, YYYY-MM-DD")],
             model_name: NameOpt = None) -> None:
     """Quality of what was served label_delay_days ago, now that its labels are known."""
-    from jobs import monitor as job
+    from jobs.steps import monitor as job
 
     day = parse_date(date_)
     spec, env = _settings(model_name)
@@ -406,7 +407,7 @@ def policy(
     model_name: NameOpt = None,
 ) -> None:
     """The retraining policy's decision and reasons (logged to MLflow, "no" included)."""
-    from jobs import retraining
+    from jobs.steps import retraining
 
     day = parse_date(as_of, "--as-of")
     spec, env = _settings(model_name)
@@ -424,8 +425,8 @@ def retro(
     compare: Annotated[bool, typer.Option(help="diff against what production served")] = True,
 ) -> None:
     """Retro-test: score a date range with one model into its own namespace."""
-    from jobs import retro as job
-    from jobs.lake import check_identifier
+    from jobs.io.lake import check_identifier
+    from jobs.steps import retro as job
 
     first, last = parse_date(start, "--start"), parse_date(end, "--end")
     ref = parse_model(model)
@@ -445,8 +446,8 @@ def publish(
     model_name: NameOpt = None,
 ) -> None:
     """Render the Data Docs of a day's stored validation records (no Spark)."""
-    from jobs import datadocs
-    from jobs.settings import load_env
+    from jobs.config import load_env
+    from jobs.contracts import datadocs
 
     # rendering (Great Expectations' import alone is 5.7 s of CPU) runs beside `drift` in score_daily:
     # it yields the cores to the Spark step, which the run waits for, and takes what that step leaves
@@ -464,7 +465,7 @@ def data_restore(
     out: Annotated[Path | None, typer.Option(help="destination folder (default: .batchloop/restored/NAME-vN)")] = None,
 ) -> None:
     """Pull the exact training snapshot of a model version from the DVC remote and verify its hash."""
-    from jobs import registry, versioning
+    from jobs.io import registry, versioning
 
     ref = parse_model(f"models:/{model}/{version}")
     env = _env()
@@ -489,9 +490,9 @@ def models_add(
     exclude: Annotated[list[str] | None, typer.Option(help="a column of the table that is not a feature")] = None,
 ) -> None:
     """Profile an existing table and write a starting contract and the model's spec entry, for review."""
-    from jobs import profile
-    from jobs.lake import check_identifier
-    from jobs.settings import CONTRACTS_DIR, TASKS, load_params, params_path
+    from jobs.config import CONTRACTS_DIR, TASKS, load_params, params_path
+    from jobs.contracts import profile
+    from jobs.io.lake import check_identifier
 
     for value, what in ((name, "NAME"), (table, "--table"), (label_table, "--label-table")):
         check_identifier(value, what)
@@ -542,8 +543,8 @@ def lineage(
     model_name: NameOpt = None,
 ) -> None:
     """Trace a day's scores back to the model version, its data snapshot, code and contract."""
-    from jobs import registry
-    from jobs.lake import check_identifier
+    from jobs.io import registry
+    from jobs.io.lake import check_identifier
 
     day = parse_date(date_)
     check_identifier(table, "--table")
@@ -584,7 +585,7 @@ def sql(
 
 def _run_app():
     """The command, then the release of its Spark sessions; a lost Connect server is a service failure."""
-    from jobs.spark import connect_unavailable, first_line, stop
+    from jobs.io.spark import connect_unavailable, first_line, stop
 
     gone = False
     try:

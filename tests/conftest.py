@@ -37,7 +37,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 @pytest.fixture(scope="session")
 def spec():
     """The churn model's spec, as params.yaml declares it."""
-    from jobs.settings import load_model
+    from jobs.config import load_model
 
     return load_model("churn", ROOT / "params.yaml")
 
@@ -45,7 +45,7 @@ def spec():
 @pytest.fixture(scope="session")
 def generator():
     """The demo's synthetic upstream."""
-    from jobs.settings import load_params
+    from jobs.config import load_params
 
     return load_params(ROOT / "params.yaml").generator
 
@@ -92,7 +92,7 @@ def dvc_repo(tmp_path_factory, services):
 
 @pytest.fixture(scope="session")
 def env(services, dvc_repo):
-    from jobs.settings import Env
+    from jobs.config import Env
 
     c = services.config
     return Env(_env_file=None, state_dir=services.state, mlflow_tracking_uri=c["MLFLOW_TRACKING_URI"],
@@ -111,7 +111,7 @@ def start_connect_server(stack: Stack):
 @pytest.fixture(scope="session")
 def spark(services, env):
     """A Spark Connect session on this worker's own server: the in-process tests are clients like the steps."""
-    from jobs.spark import build_session
+    from jobs.io.spark import build_session
 
     server = start_connect_server(services)
     session = build_session(env, "batchloop-tests")
@@ -122,7 +122,7 @@ def spark(services, env):
 
 @pytest.fixture(scope="session")
 def lake(spark, env):
-    from jobs.lake import Lake
+    from jobs.io.lake import Lake
 
     return Lake(spark, env)
 

@@ -38,10 +38,11 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 import exact_drift  # noqa: E402
 from measure import PeakMemory, timed, write  # noqa: E402
 
-from jobs import drift, drift_stats  # noqa: E402
-from jobs.reference import build_profile  # noqa: E402
-from jobs.settings import Env, load_params  # noqa: E402
-from jobs.spark import build_session  # noqa: E402
+from jobs.config import Env, load_params  # noqa: E402
+from jobs.core import drift_stats
+from jobs.core.reference import build_profile  # noqa: E402
+from jobs.io.spark import build_session  # noqa: E402
+from jobs.steps import drift  # noqa: E402
 
 NUMERIC = [f"n{i:02d}" for i in range(20)]
 CATEGORICAL = {"c0": 5, "c1": 12, "c2": 3, "c3": 30}

@@ -38,11 +38,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from measure import PeakMemory, timed, write  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from jobs import flavors, generate, registry, score  # noqa: E402
-from jobs.encoding import encode_pandas, encode_spark, learn_vocabulary  # noqa: E402
-from jobs.lake import Lake  # noqa: E402
-from jobs.settings import Env, load_params  # noqa: E402
-from jobs.spark import build_session  # noqa: E402
+from jobs.config import Env, load_params  # noqa: E402
+from jobs.demo import generate
+from jobs.io import registry
+from jobs.io.lake import Lake  # noqa: E402
+from jobs.io.spark import build_session  # noqa: E402
+from jobs.models import flavors  # noqa: E402
+from jobs.models.encoding import encode_pandas, encode_spark, learn_vocabulary  # noqa: E402
+from jobs.steps import score
 
 DAY, TRAIN_DAY = date(2026, 1, 20), date(2026, 1, 19)
 TREES, LEAVES = 200, 31

@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from measure import PeakMemory, timed, write  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from jobs import generate  # noqa: E402
-from jobs.contract import failing, load_contract  # noqa: E402
-from jobs.lake import Lake  # noqa: E402
-from jobs.settings import Env, load_params  # noqa: E402
-from jobs.spark import build_session  # noqa: E402
-from jobs.validate import validate_frame  # noqa: E402
+from jobs.config import Env, load_params  # noqa: E402
+from jobs.contracts.contract import failing, load_contract  # noqa: E402
+from jobs.contracts.validate import validate_frame  # noqa: E402
+from jobs.demo import generate  # noqa: E402
+from jobs.io.lake import Lake  # noqa: E402
+from jobs.io.spark import build_session  # noqa: E402
 
 DAY = date(2026, 1, 20)
 

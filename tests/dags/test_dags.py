@@ -14,7 +14,7 @@ pytestmark = pytest.mark.dags
 
 
 def test_retrain_trains_gates_and_promotes_the_first_champion(trained, dag_world, services):
-    from jobs import registry
+    from jobs.io import registry
 
     assert trained["state"] == "success", trained
     assert all(state == "success" for state in trained["tasks"].values()), trained["tasks"]

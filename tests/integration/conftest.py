@@ -23,14 +23,14 @@ def with_model_name(spec, name: str):
 @pytest.fixture(scope="session")
 def world(spec, generator, lake):
     """Features for 2026-01-01..2026-03-01 and the labels that matured by then."""
-    from jobs import generate
+    from jobs.demo import generate
 
     return generate.run(generator, spec, lake, START, DAYS, ROWS, generator.seed)
 
 
 def train_version(spec, lake, env, as_of: date, folder: Path):
     """snapshot -> train -> evaluate -> gate -> apply the gate: what the retrain DAG runs."""
-    from jobs import promotion, snapshot, train
+    from jobs.steps import promotion, snapshot, train
 
     snapshot.write(lake, spec, spec.train, as_of, folder)
     trained = train.run(spec, lake.spark, env, folder)

@@ -8,12 +8,12 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import contract as contract_module
-from jobs.contract import FAILED, load_contract
+from jobs.contracts import contract as contract_module
+from jobs.contracts.contract import FAILED, load_contract
+from jobs.contracts.validate import validate_frame
+from jobs.demo.generate import feature_schema, generate_day
 from jobs.errors import ContractViolation, PartitionNotFound
-from jobs.generate import feature_schema, generate_day
-from jobs.lake import Lake
-from jobs.validate import validate_frame
+from jobs.io.lake import Lake
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.contract import CONTRACTS_DIR, FAILED, load_contract
-from jobs.generate import feature_schema, generate_day
-from jobs.validate import validate_frame
+from jobs.contracts.contract import CONTRACTS_DIR, FAILED, load_contract
+from jobs.contracts.validate import validate_frame
+from jobs.demo.generate import feature_schema, generate_day
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import drift, drift_stats, histogram, registry
-from jobs import score as scoring
-from jobs.reference import coarse_indices, quantile_levels
+from jobs.core import drift_stats, histogram
+from jobs.core.reference import coarse_indices, quantile_levels
+from jobs.io import registry
+from jobs.steps import drift
+from jobs.steps import score as scoring
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 from pyspark.sql import functions as F
 
-from jobs.lake import Lake
+from jobs.io.lake import Lake
 
 FIRST = date(2026, 3, 1)
 

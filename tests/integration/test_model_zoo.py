@@ -7,9 +7,9 @@ from datetime import date, timedelta
 import pytest
 import yaml
 
-from jobs import drift, monitor
-from jobs import score as scoring
-from jobs.settings import load_params
+from jobs.config import load_params
+from jobs.steps import drift, monitor
+from jobs.steps import score as scoring
 from tests.conftest import ROOT
 from tests.integration.conftest import train_version
 

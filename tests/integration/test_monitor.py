@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import metrics, monitor
+from jobs.core import metrics
+from jobs.steps import monitor
 
 pytestmark = pytest.mark.integration
 

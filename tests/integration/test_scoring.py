@@ -8,10 +8,10 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import registry
-from jobs import score as scoring
 from jobs.errors import ContractViolation, GoldenSampleMismatch, ModelNotFound, PartitionNotFound
-from jobs.lake import checksum
+from jobs.io import registry
+from jobs.io.lake import checksum
+from jobs.steps import score as scoring
 from tests.integration.conftest import train_version, with_model_name
 
 pytestmark = pytest.mark.integration

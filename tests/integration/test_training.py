@@ -8,8 +8,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from jobs import promotion, registry, versioning
 from jobs.errors import ModelNotFound, PromotionRefused
+from jobs.io import registry, versioning
+from jobs.steps import promotion
 from tests.integration.conftest import train_version, with_model_name
 
 pytestmark = pytest.mark.integration

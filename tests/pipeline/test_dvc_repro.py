@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from jobs import registry
+from jobs.io import registry
 from tests.conftest import BIN, MODEL, ROOT, SPEND
 
 pytestmark = pytest.mark.integration

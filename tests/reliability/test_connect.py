@@ -25,8 +25,8 @@ pytestmark = pytest.mark.reliability
 # a step whose one job runs a Python UDF for minutes, beating a file every 0.2 s while it runs
 LONG_STEP = """
 import sys, time
-from jobs.settings import load_env
-from jobs.spark import build_session
+from jobs.config import load_env
+from jobs.io.spark import build_session
 
 beat = sys.argv[1]
 

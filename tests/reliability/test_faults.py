@@ -15,8 +15,9 @@ from datetime import date
 import pytest
 
 from infra.stack import DEFAULT_PORTS, Stack, free_ports, generate_config
-from jobs import registry, score, versioning
 from jobs.errors import ServiceUnavailable
+from jobs.io import registry, versioning
+from jobs.steps import score
 from tests.conftest import make_dvc_repo
 from tests.integration.conftest import with_model_name
 
@@ -103,11 +104,11 @@ def test_s3_down_for_longer_than_the_retries_is_a_clear_error_then_a_clean_push(
 def test_s3_stopped_during_an_mlflow_upload_fails_clearly_and_registers_nothing(fragile, fragile_env, champion,
                                                                                lake, spec):
     # given a training snapshot and the MLflow server's artifact store (S3) stopped
-    from jobs import train
+    from jobs.steps import train
 
     p = with_model_name(spec, "churn_fault")
     folder = fragile_env.dvc_root / "data" / "fault_train"
-    from jobs import snapshot
+    from jobs.steps import snapshot
 
     snapshot.write(lake, p, p.train, date(2026, 2, 10), folder)
     fragile.stop(service(fragile, "s3"), grace=2)

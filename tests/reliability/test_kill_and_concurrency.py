@@ -70,16 +70,16 @@ def kill_when(proc: subprocess.Popen, marker: str | None, occurrence: int = 1, d
 
 
 POINTS = [  # (what the log says just before the kill, which occurrence, extra delay)
-    (None, 1, 1.5),                                  # the JVM is starting
-    ("jobs.spark: spark", 1, 0.0),                   # the session is up
-    ("jobs.score: scoring", 1, 0.0),                 # the model is resolved
-    ("golden sample of", 1, 0.0),                    # the golden sample passed
-    ("jobs.validate: validation", 1, 0.0),           # the input is validated
-    ("published s3://", 1, 0.0),                     # its record is in the reports bucket
-    ("committed batchloop.quarantine", 1, 0.0),      # the quarantine partition is committed
-    ("jobs.validate: validation", 2, 0.0),           # the output is validated, the write begins
-    ("jobs.validate: validation", 2, 0.6),           # in the middle of the write
-    ("committed batchloop.scores", 1, 0.0),          # right after the commit
+    (None, 1, 1.5),                                      # the JVM is starting
+    ("jobs.io.spark: spark", 1, 0.0),                    # the session is up
+    ("jobs.steps.score: scoring", 1, 0.0),               # the model is resolved
+    ("golden sample of", 1, 0.0),                        # the golden sample passed
+    ("jobs.contracts.validate: validation", 1, 0.0),     # the input is validated
+    ("published s3://", 1, 0.0),                         # its record is in the reports bucket
+    ("committed batchloop.quarantine", 1, 0.0),          # the quarantine partition is committed
+    ("jobs.contracts.validate: validation", 2, 0.0),     # the output is validated, the write begins
+    ("jobs.contracts.validate: validation", 2, 0.6),     # in the middle of the write
+    ("committed batchloop.scores", 1, 0.0),              # right after the commit
 ]
 
 
@@ -115,7 +115,7 @@ def test_two_scorings_of_one_day_at_once_leave_exactly_one_correct_result(dag_wo
     # then both finish, having run at the same time on the one server (neither committed before both had
     # started scoring), one version is visible, with the right rows
     assert a.returncode == b.returncode == 0, [o[1][-1500:] for o in outputs]
-    started = [stamp(o[1], "jobs.score: scoring") for o in outputs]
+    started = [stamp(o[1], "jobs.steps.score: scoring") for o in outputs]
     committed = [stamp(o[1], "committed batchloop.scores") for o in outputs]
     assert max(started) < min(committed), (started, committed)
     location = visible_partition(dag_world, "scores", DAY)
@@ -138,8 +138,8 @@ def test_concurrent_dvc_operations_are_serialised(dag_world, tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(20):
             (folder / f"part-{i}.bin").write_bytes(os.urandom(256 * 1024))
-    script = ("import sys, json; from pathlib import Path; from jobs import versioning; "
-              "from jobs.settings import load_env; r = versioning.track(load_env(), Path(sys.argv[1])); "
+    script = ("import sys, json; from pathlib import Path; from jobs.io import versioning; "
+              "from jobs.config import load_env; r = versioning.track(load_env(), Path(sys.argv[1])); "
               "print(json.dumps(r.as_tags()))")
     # when both are tracked and pushed at the same time
     procs = [subprocess.Popen([str(BIN / "python"), "-c", script, str(repo / "snapshots" / n)], env=dag_world.env,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import registry
+from jobs.io import registry
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.reliability

@@ -3,8 +3,9 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from jobs import drift, drift_stats
-from jobs.histogram import CategoryCounts, NumericHistogram
+from jobs.core import drift_stats
+from jobs.core.histogram import CategoryCounts, NumericHistogram
+from jobs.steps import drift
 
 
 def hist(values, edges):

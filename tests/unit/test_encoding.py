@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from jobs.encoding import encode_pandas, learn_vocabulary
+from jobs.models.encoding import encode_pandas, learn_vocabulary
 
 
 def test_vocabulary_is_sorted_and_ignores_missing():

@@ -5,10 +5,10 @@ from datetime import date
 import numpy as np
 import pytest
 
-from jobs import flavors
+from jobs.core.metrics import quality
+from jobs.demo.generate import generate_day
 from jobs.errors import ConfigError, TrainingFailed
-from jobs.generate import generate_day
-from jobs.metrics import quality
+from jobs.models import flavors
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-from jobs.gate import decide
-from jobs.metrics import Quality
+from jobs.core.gate import decide
+from jobs.core.metrics import Quality
 
 
 def q(auc, ece=0.01):

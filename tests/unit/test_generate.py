@@ -3,7 +3,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from jobs.generate import CHUNK_ROWS, chunks, generate_day, label_days
+from jobs.demo.generate import CHUNK_ROWS, chunks, generate_day, label_days
 
 
 def test_same_seed_and_day_give_identical_rows(spec, generator):

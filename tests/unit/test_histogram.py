@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
-from jobs import histogram
+from jobs.core import histogram
 
 
 def batches(values, cats, days, size=700):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, log_loss, mean_absolute_error, r2_score, roc_auc_score
 
-from jobs import metrics
+from jobs.core import metrics
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 from datetime import date
 
-from jobs.policy import Facts, decide
+from jobs.core.policy import Facts, decide
 
 DAY = date(2026, 3, 1)
 

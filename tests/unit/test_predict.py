@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
-from jobs.predict import matrix, top_contributions
+from jobs.models.predict import matrix, top_contributions
 
 
 def test_a_list_column_becomes_a_matrix_without_copying():

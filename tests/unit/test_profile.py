@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs import profile
-from jobs.contract import load_contract
+from jobs.config import parse_params
+from jobs.contracts import profile
+from jobs.contracts.contract import load_contract
 from jobs.errors import ConfigError
-from jobs.settings import parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 DAYS = [date(2026, 1, 1), date(2026, 1, 2)]

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from jobs.histogram import NumericHistogram
-from jobs.reference import coarse_indices, numeric_entry, numeric_from, quantile_edges, quantile_levels
+from jobs.core.histogram import NumericHistogram
+from jobs.core.reference import coarse_indices, numeric_entry, numeric_from, quantile_edges, quantile_levels
 
 
 def test_fine_edges_are_exact_quantiles_and_coarse_edges_a_subset():

@@ -1,7 +1,7 @@
 import math
 import re
 
-from jobs.report import render_drift_report
+from jobs.core.report import render_drift_report
 
 LINKS = {"mlflow_run": "http://127.0.0.1:5000/#/experiments/2/runs/abc",
          "report": "s3://batchloop-reports/drift/churn/2026-02-12/report.html"}
@@ -129,7 +129,7 @@ def test_the_banner_says_what_breached_the_policy():
 
 def test_a_distribution_chart_draws_every_share_and_escapes_its_labels():
     # given shares per category, one missing, and a category name that looks like markup
-    from jobs.report import distribution_chart
+    from jobs.core.report import distribution_chart
 
     # when its chart is drawn
     chart = str(distribution_chart("plan", ["basic", "<b>5g</b>"], [0.25, 0.75], [0.5, float("nan")]))

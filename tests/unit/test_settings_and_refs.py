@@ -5,11 +5,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from jobs.config import load_model, load_params
 from jobs.errors import ConfigError, InvalidParameter
-from jobs.lake import check_identifier
-from jobs.registry import parse_model_ref
-from jobs.settings import load_model, load_params
-from jobs.snapshot import choose_window
+from jobs.io.lake import check_identifier
+from jobs.io.registry import parse_model_ref
+from jobs.steps.snapshot import choose_window
 
 ROOT = Path(__file__).resolve().parents[2]
 

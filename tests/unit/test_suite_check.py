@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from jobs.contract import CONTRACTS_DIR, load_contract, verified_marker
+from jobs.contracts.contract import CONTRACTS_DIR, load_contract, verified_marker
 from jobs.errors import ContractViolation
 
 

@@ -4,7 +4,7 @@ from dvc_data.hashfile.build import build
 from dvc_data.hashfile.db import HashFileDB
 from dvc_objects.fs.local import LocalFileSystem
 
-from jobs.versioning import folder_hash, record_from_text
+from jobs.io.versioning import folder_hash, record_from_text
 
 
 def test_the_folder_hash_is_the_one_dvc_computes(tmp_path):

@@ -8,7 +8,7 @@ import uuid
 from functools import lru_cache
 
 from jobs import __version__
-from jobs.settings import PROJECT_ROOT
+from jobs.config import PROJECT_ROOT
 
 
 @lru_cache(maxsize=1)

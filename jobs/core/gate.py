@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from jobs.metrics import Quality, oriented
-from jobs.settings import GateParams
+from jobs.config import GateParams
+from jobs.core.metrics import Quality, oriented
 
 
 @dataclass(frozen=True)

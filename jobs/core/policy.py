@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
-from jobs.metrics import HIGHER_IS_BETTER
-from jobs.settings import RetrainingParams
+from jobs.config import RetrainingParams
+from jobs.core.metrics import HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)

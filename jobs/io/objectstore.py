@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from jobs.config import Env
 from jobs.errors import ServiceUnavailable
-from jobs.settings import Env
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 - `lightgbm` (built in): a LightGBM booster on the encoded matrix (numeric features as
   they are, categories as vocabulary codes). Scoring reads the booster directly: its
-  model string travels to the Python workers (jobs/predict.py), the fast path.
+  model string travels to the Python workers (jobs/models/predict.py), the fast path.
 - `sklearn` (built in): a scikit-learn Pipeline built from the spec: numeric features
   median-imputed and scaled (or passed through), categories one-hot (or ordinal)
   encoded, then the estimator named by import path with the trainer's params.
@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.encoding import Vocabulary, encode_pandas, learn_vocabulary
+from jobs.config import ModelSpec
+from jobs.core.metrics import oriented, quality
 from jobs.errors import ConfigError, TrainingFailed
-from jobs.metrics import oriented, quality
-from jobs.predict import to_scores
-from jobs.settings import ModelSpec
+from jobs.models.encoding import Vocabulary, encode_pandas, learn_vocabulary
+from jobs.models.predict import to_scores
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def input_columns(model_uri: str, spec: ModelSpec) -> list[str]:
 def predict_version(model, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
     """A registered version's scores for raw feature rows, whatever its flavor."""
     if kind_of(model.uri) == BOOSTER:
-        from jobs import registry
+        from jobs.io import registry
 
         booster = registry.load_booster(model)
         vocab = registry.load_json_artifact(model, registry.VOCABULARY_ARTIFACT)

@@ -24,8 +24,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, FloatType
 
+from jobs.config import CONTRACTS_DIR, ValidationParams
 from jobs.errors import ContractViolation
-from jobs.settings import CONTRACTS_DIR, ValidationParams
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Reference profiles: the distributions a model was trained on, stored with its version for drift.
 
 The fine bin edges of every numeric feature are exact quantiles of the training rows
-(which training holds in memory anyway); then one Spark histogram pass (jobs.histogram,
+(which training holds in memory anyway); then one Spark histogram pass (jobs.core.histogram,
 the same code that counts a scoring day for drift) counts every feature exactly against
 them, per day, with a bounded row sample for the multivariate test. The holdout scores give
 the reference score distribution. Coarse bins (PSI, Jensen-Shannon, KL, chi-square) are
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from pyspark.sql import DataFrame
 
-from jobs import drift_stats, histogram
-from jobs.histogram import CategoryCounts, NumericHistogram
-from jobs.settings import DriftParams, ModelSpec
+from jobs.config import DriftParams, ModelSpec
+from jobs.core import drift_stats, histogram
+from jobs.core.histogram import CategoryCounts, NumericHistogram
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,16 @@ from typing import Any
 import pandas as pd
 from pyspark.sql import functions as F
 
-from jobs import flavors, gate, lineage, registry
-from jobs import snapshot as snapshots
-from jobs.contract import combine, load_contract
+from jobs.config import Env, ModelSpec
+from jobs.contracts.contract import combine, load_contract
+from jobs.contracts.validate import validate_frame
+from jobs.core import gate
+from jobs.core.metrics import Quality, bootstrap_difference, quality
 from jobs.errors import InvalidParameter, ModelNotFound, PromotionRefused
-from jobs.metrics import Quality, bootstrap_difference, quality
-from jobs.registry import WINDOW_ARTIFACT
-from jobs.settings import Env, ModelSpec
-from jobs.validate import validate_frame
+from jobs.io import lineage, registry
+from jobs.io.registry import WINDOW_ARTIFACT
+from jobs.models import flavors
+from jobs.steps import snapshot as snapshots
 
 log = logging.getLogger(__name__)
 

@@ -145,7 +145,7 @@ class TrainerSpec(Frozen):
 
 
 TASKS = ("binary", "regression")
-# every metric a task reports (jobs/metrics.py computes them) and the gate's default primary metric
+# every metric a task reports (jobs/core/metrics.py computes them) and the gate's default primary metric
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("auc", "log_loss", "brier", "calibration_error"),
     "regression": ("rmse", "mae", "r2", "calibration_error"),

@@ -41,9 +41,9 @@ from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import lineage
+from jobs.config import Env
 from jobs.errors import ContractViolation, InvalidParameter, PartitionNotFound
-from jobs.settings import Env
+from jobs.io import lineage
 
 log = logging.getLogger(__name__)
 
@@ -594,7 +594,7 @@ def committed_on_disk(env: Env, table: str, day: date, namespace: str | None = N
     folder = f"{root}/{ns}.db/{table}" if env.lake_format == "hive" else f"{root}/{ns}/{table}"
     prefix = f"{folder}/{partition_path(by, day)}"
     if prefix.startswith(("s3a://", "s3://")):
-        from jobs import objectstore
+        from jobs.io import objectstore
 
         bucket, _, key = prefix.split("://", 1)[1].partition("/")
         listing = objectstore.client(env).list_objects_v2(Bucket=bucket, Prefix=f"{key}/")

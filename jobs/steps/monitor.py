@@ -19,8 +19,8 @@ import numpy as np
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.lake import Lake
-from jobs.settings import TASK_METRICS, ModelSpec
+from jobs.config import TASK_METRICS, ModelSpec
+from jobs.io.lake import Lake
 
 log = logging.getLogger(__name__)
 

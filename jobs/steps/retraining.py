@@ -14,9 +14,10 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from jobs import lineage, policy, registry
-from jobs.lake import Lake
-from jobs.settings import ModelSpec
+from jobs.config import ModelSpec
+from jobs.core import policy
+from jobs.io import lineage, registry
+from jobs.io.lake import Lake
 
 log = logging.getLogger(__name__)
 

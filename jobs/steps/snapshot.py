@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from jobs.config import ModelSpec, TrainParams
+from jobs.contracts.validate import require_columns
 from jobs.errors import PartitionNotFound, SnapshotMismatch
-from jobs.settings import ModelSpec, TrainParams
-from jobs.validate import require_columns
 
 log = logging.getLogger(__name__)
 

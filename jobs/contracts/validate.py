@@ -9,10 +9,10 @@ from datetime import date
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from jobs import contract as c
+from jobs.config import ModelSpec, ValidationParams
+from jobs.contracts import contract as c
 from jobs.errors import ConfigError
-from jobs.lake import READ_ERRORS, unreadable
-from jobs.settings import ModelSpec, ValidationParams
+from jobs.io.lake import READ_ERRORS, unreadable
 
 log = logging.getLogger(__name__)
 

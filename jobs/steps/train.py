@@ -1,12 +1,12 @@
 """Training: the spec's model from a DVC-versioned snapshot, registered in MLflow with its lineage.
 
 The trainer is the spec's (`trainer`: LightGBM, a scikit-learn pipeline, or a custom
-trainer by import path; jobs/flavors.py); everything else is the same for every flavor.
+trainer by import path; jobs/models/flavors.py); everything else is the same for every flavor.
 
 `run` reads only the snapshot folder (never the lake), so the same snapshot gives the
 same model: the window, the contracts' verdicts, the model, its reference profile and
 golden sample are all derived from it. The new version gets alias `challenger`; the
-promotion gate (jobs.promotion) decides whether it becomes champion.
+promotion gate (jobs.steps.promotion) decides whether it becomes champion.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from jobs import flavors, lineage, registry, versioning
-from jobs import snapshot as snapshots
-from jobs.contract import combine, load_contract, raise_on_failure
+from jobs.config import Env, ModelSpec
+from jobs.contracts.contract import combine, load_contract, raise_on_failure
+from jobs.contracts.validate import validate_frame
+from jobs.core.metrics import Quality, oriented, quality
+from jobs.core.reference import build_profile
 from jobs.errors import ServiceUnavailable
-from jobs.metrics import Quality, oriented, quality
-from jobs.reference import build_profile
-from jobs.registry import (
+from jobs.io import lineage, registry, versioning
+from jobs.io.registry import (
     CONTRACT_ARTIFACT,
     CONTRACT_TAG,
     GOLDEN_ARTIFACT,
@@ -37,8 +38,8 @@ from jobs.registry import (
     VOCABULARY_ARTIFACT,
     WINDOW_ARTIFACT,
 )
-from jobs.settings import Env, ModelSpec
-from jobs.validate import validate_frame
+from jobs.models import flavors
+from jobs.steps import snapshot as snapshots
 
 log = logging.getLogger(__name__)
 

@@ -20,21 +20,29 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs import datadocs, flavors, lineage, predict, registry
-from jobs.contract import Contract, changed_expectations, load_contract, quarantine_frame, raise_on_failure
-from jobs.encoding import model_matrix
+from jobs.config import Env, ModelSpec, ValidationParams
+from jobs.contracts import datadocs
+from jobs.contracts.contract import (
+    Contract,
+    changed_expectations,
+    load_contract,
+    quarantine_frame,
+    raise_on_failure,
+)
+from jobs.contracts.validate import require_columns, validate_frame
 from jobs.errors import ConfigError, ContractViolation, GoldenSampleMismatch, ModelNotFound, PartitionNotFound
-from jobs.lake import Lake, checksum
-from jobs.registry import (
+from jobs.io import lineage, registry
+from jobs.io.lake import Lake, checksum
+from jobs.io.registry import (
     CONTRACT_ARTIFACT,
     CONTRACT_TAG,
     GOLDEN_ARTIFACT,
     PROFILE_ARTIFACT,
     VOCABULARY_ARTIFACT,
 )
-from jobs.settings import Env, ModelSpec, ValidationParams
-from jobs.spark import cores as spark_cores
-from jobs.validate import require_columns, validate_frame
+from jobs.io.spark import cores as spark_cores
+from jobs.models import flavors, predict
+from jobs.models.encoding import model_matrix
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ from typing import Any
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs import monitor, registry
-from jobs import score as scoring
+from jobs.config import Env, ModelSpec
 from jobs.errors import InvalidParameter, PartitionNotFound
-from jobs.lake import Lake, check_identifier
-from jobs.settings import Env, ModelSpec
+from jobs.io import registry
+from jobs.io.lake import Lake, check_identifier
+from jobs.steps import monitor
+from jobs.steps import score as scoring
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from jobs.settings import Env
+from jobs.config import Env
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql.connect.client.retries import DefaultPolicy
 
+from jobs.config import Env
 from jobs.errors import ServiceUnavailable
-from jobs.settings import Env
 
 log = logging.getLogger(__name__)
 

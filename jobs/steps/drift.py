@@ -1,9 +1,9 @@
 """Drift of one scored day against the reference profile of the model that scored it.
 
 One Spark job folds the day's features and scores into histograms on the reference's
-bins (jobs.histogram; the job is the union of the two sides' folded states, so each side
+bins (jobs.core.histogram; the job is the union of the two sides' folded states, so each side
 ships only its own columns to Python); every statistic is then computed from those
-counts in the driver (jobs.drift_stats). Each
+counts in the driver (jobs.core.drift_stats). Each
 feature gets every applicable method; the decisive one is chosen by column type and
 reference size, as Evidently chooses (Wasserstein or Jensen-Shannon for large
 references, Kolmogorov-Smirnov or chi-square for small), unless params.yaml overrides
@@ -25,12 +25,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs import alerts, drift_stats, histogram, lineage, objectstore, registry
-from jobs.histogram import CategoryCounts, NumericHistogram
-from jobs.lake import Lake
-from jobs.reference import categorical_from, numeric_from
-from jobs.registry import PROFILE_ARTIFACT
-from jobs.settings import DriftParams, Env, ModelSpec
+from jobs.config import DriftParams, Env, ModelSpec
+from jobs.core import drift_stats, histogram
+from jobs.core.histogram import CategoryCounts, NumericHistogram
+from jobs.core.reference import categorical_from, numeric_from
+from jobs.io import alerts, lineage, objectstore, registry
+from jobs.io.lake import Lake
+from jobs.io.registry import PROFILE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None 
     """Drift of `day` against the reference of the model that scored it (or `model_ref`)."""
     import mlflow
 
-    from jobs.report import render_drift_report
+    from jobs.core.report import render_drift_report
 
     client = registry.client(env.mlflow_tracking_uri)
     if model_ref is None:

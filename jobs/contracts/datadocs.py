@@ -1,6 +1,6 @@
 """Great Expectations Data Docs for our validations, rendered by GE's own page renderer.
 
-Validation runs as Spark predicates (jobs.contract); its counts are turned into GE's
+Validation runs as Spark predicates (jobs.contracts.contract); its counts are turned into GE's
 validation-result objects here and rendered with `ValidationResultsPageRenderer`, so a
 user reads the same Data Docs page GE would show. Each record (JSON) and page (HTML)
 goes to the reports bucket under validations/<dataset>/<day>/ and datadocs/<dataset>/<day>/.
@@ -14,8 +14,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from jobs import objectstore
-from jobs.settings import Env
+from jobs.config import Env
+from jobs.io import objectstore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _result(expectation: dict[str, Any], finding: dict[str, Any] | None, rows: i
 
 
 def render(record: dict[str, Any], dataset: str, day: str) -> str:
-    """The Data Docs page of one validation record (jobs.validate.Validated.record)."""
+    """The Data Docs page of one validation record (jobs.contracts.validate.Validated.record)."""
     import great_expectations as gx
     from great_expectations.core.expectation_validation_result import (
         ExpectationSuiteValidationResult,

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql.types import DateType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
+from jobs.config import GeneratorParams, ModelSpec
 from jobs.errors import ConfigError
-from jobs.settings import GeneratorParams, ModelSpec
 
 log = logging.getLogger(__name__)
 

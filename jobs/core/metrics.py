@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jobs.settings import TASK_METRICS
+from jobs.config import TASK_METRICS
 
 HIGHER_IS_BETTER = {"auc": True, "r2": True, "log_loss": False, "brier": False, "rmse": False, "mae": False,
                     "calibration_error": False}

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from jobs.config import Env
 from jobs.errors import ConfigError, ServiceUnavailable, SnapshotMismatch
-from jobs.settings import Env
 
 log = logging.getLogger(__name__)
 

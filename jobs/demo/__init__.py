@@ -1,0 +1,1 @@
+"""The synthetic upstream for the demo and the tests; no step imports it."""
