@@ -40,7 +40,8 @@ lock: ## re-resolve requirements.lock from pyproject.toml
 	$(UV) pip compile pyproject.toml --extra bench -c requirements.lock --python-version 3.11 \
 		--no-emit-package pyspark-client -o requirements-bench.lock
 
-up: install ## start (or restart) the local stack (S3, MLflow, Spark Connect, Airflow) on 127.0.0.1
+up: install ## start (or restart) the local stack (PostgreSQL, S3, MLflow, Spark Connect, Airflow) on 127.0.0.1
+	@infra/system-deps.sh stack
 	$(PY) -m infra.stack up
 
 status: install ## show the local stack: services, addresses, where the admin password is
@@ -49,11 +50,12 @@ status: install ## show the local stack: services, addresses, where the admin pa
 down: ## stop the local stack
 	@if [ -x $(PY) ]; then $(PY) -m infra.stack down; fi
 
-demo: up ## run the whole loop through the Airflow scheduler on the local stack
+demo: install ## start the local stack (as `make up`), run the whole loop through its Airflow scheduler
+	@infra/system-deps.sh stack
 	$(PY) -m infra.demo
 
 test: install ## run the tests (unit, integration on real local services, DAGs, reliability, the UI)
-	@infra/system-deps.sh
+	@infra/system-deps.sh stack browser
 	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.lock
@@ -61,6 +63,7 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) ## benchmarks (not part of make test): validation, scoring, drift, DAG-run latency, beside their baselines
+	@infra/system-deps.sh stack
 	$(PY) tests/benchmarks/bench_validation.py
 	$(PY) tests/benchmarks/bench_scoring.py
 	$(PY) tests/benchmarks/bench_drift.py

@@ -1,4 +1,5 @@
-"""retrain__NAME, one per declared model: decide, snapshot, validate, train, evaluate, gate, promote."""
+"""retrain__NAME, one per declared model: decide, snapshot, train (the snapshot validated first), evaluate, gate,
+promote."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ Asset event, or by hand (Params: `as_of`, `force`).
 date) -> `policy` (drift history, matured-label performance, model age, cooldown, new
 labelled data; the decision and its reasons are logged to MLflow, "no" included) ->
 `snapshot` (the labelled window known on that day, versioned with DVC and pushed to S3)
--> `validate` (the feature and label contracts) -> `train` (the model's trainer;
-registered as `@challenger` with its lineage) -> `evaluate` (challenger and champion on
+-> `train` (the snapshot checked against its DVC record and validated against the feature
+and label contracts first; then the model's trainer; registered as `@challenger` with its
+lineage) -> `evaluate` (challenger and champion on
 every holdout row) -> `gate` (the spec's `gate`) -> `promote` (auto mode: a passed
 challenger becomes champion from the next day).
 """
@@ -75,7 +77,6 @@ def build(model: str):
 
         snapshot = spark_step("snapshot", "snapshot", "--as-of", AS_OF, "--out", snapshot_dir, "--track", *name,
                               pool=DVC_POOL)
-        validate = spark_step("validate", "validate", "--snapshot", snapshot_dir, *name)
         train = spark_step("train", "train", "--snapshot", snapshot_dir, *name, pool=DVC_POOL, links="mlflow")
         evaluate = spark_step("evaluate", "evaluate", "--model", TRAINED, "--snapshot", snapshot_dir,
                               links="mlflow")
@@ -83,7 +84,7 @@ def build(model: str):
         promote = cli_step("promote", "promote", "--model", TRAINED, "--if-gate-passed")
 
         day >> policy
-        should_retrain(policy.output) >> snapshot >> validate >> train >> evaluate >> gate >> promote
+        should_retrain(policy.output) >> snapshot >> train >> evaluate >> gate >> promote
 
     return retrain()
 

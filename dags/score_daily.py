@@ -16,11 +16,12 @@ The model `{model}` (params.yaml `models.{model}`), on its feature table `{table
 Driven by the data interval, never by "now": the run for interval [D, D+1) scores the
 partition `dt=D`, so re-runs and backfills redo exactly that day.
 
-`wait_for_features` -> `validate` (the table's contract; bad rows to `quarantine`) ->
-`score` (the champion **as of D** from the alias history, and the challenger into
-`scores_shadow`, both under `model={model}`) -> `drift` (against the version's reference
-profile; HTML report) and, beside it, `publish` (Data Docs of the day's validations,
-rendered once `score` is done, however it ended). When drift breaches the policy,
+`wait_for_features` -> `score` (first the day against its table's contract, bad rows to
+`quarantine`; then the champion **as of D** from the alias history, and the challenger
+into `scores_shadow`, both under `model={model}`; then the output against the model's
+scores contract) -> `drift` (against the version's reference profile; HTML report) and,
+beside it, `publish` (Data Docs of the day's validations, rendered once `score` is done,
+however it ended). When drift breaches the policy,
 `raise_drift_alarm` emits the `batchloop_drift_breach__{model}` Asset event that
 `retrain__{model}` listens to.
 
@@ -59,7 +60,7 @@ def build(model: str, table: str, schedule: str):
             return PokeReturnValue(is_done=committed_on_disk(load_env(), table, data_interval_start.date()))
 
         name = ("--model-name", model)
-        validate = spark_step("validate", "validate", "--dataset", table, "--date", DAY, "--no-docs", *name)
+        # score validates the day against its table's contract before it scores (one validation, one record)
         score = spark_step("score", "score", "--date", DAY, "--model", "{{ params.model or '' }}", *name)
         drift = spark_step("drift", "drift", "--date", DAY, *name, links="drift")
         publish = cli_step("publish", "publish", "--date", DAY, *name, trigger_rule="all_done")
@@ -75,8 +76,8 @@ def build(model: str, table: str, schedule: str):
                 "date", "model", "share_drifted", "drifted_features", "prediction_drifted", "report", "mlflow_run")}
             return summary
 
-        # publish needs only the validation records (validate's and score's), not drift: the two run side by side
-        wait_for_features() >> validate >> score >> [drift, publish]
+        # publish needs only the validation records (score's), not drift: the two run side by side
+        wait_for_features() >> score >> [drift, publish]
         raise_drift_alarm(drift.output)
 
     return score_daily()

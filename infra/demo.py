@@ -1,37 +1,41 @@
 """`make demo`: the whole story through the real Airflow scheduler on the local stack, for every declared model.
 
-1. The upstream load (here: the generator) publishes 60 days of every table the declared
-   models read; from 2026-02-10 (day 41) monthly charges are 30% higher and a new tariff
-   appears.
+1. The upstream load (here: the generator) publishes 2026-01-01..2026-03-19 of every table
+   the declared models read, while Airflow starts; from 2026-02-10 monthly charges are 30%
+   higher and a new tariff appears. Labels become known 30 days after their day (each
+   label row's `available_at`), and every step reads only what was known on its day.
 2. Each model's `retrain__NAME` is triggered through the REST API as of 2026-02-09: its
-   first champion.
-3. Each model's `score_daily__NAME` is backfilled for 2026-02-10..2026-02-17, one day
-   after the other. Drift breaches emit the model's Asset event; its `retrain__NAME`
-   runs on each, and its policy decides (cooldown first, then yes); the challenger is
-   gated and promoted from the next day.
+   first champion. The models are independent, so their runs go side by side.
+3. Each model's `score_daily__NAME` runs 2026-02-10..2026-02-17, one day after the other (a
+   run per day of its data interval, as a backfill makes them), the models side by side.
+   Drift breaches emit the model's Asset event; its `retrain__NAME` runs on each, and its
+   policy decides (cooldown first, then yes); the challenger is gated and promoted from
+   the next day, before the model's next day is scored. Once a day is scored, the model's
+   `monitor_performance__NAME` runs for the day its labels mature (30 days later): what was
+   served, judged by its labels, per model version (champion and shadow).
 4. `retro_test` re-scores the days after the first model's promotion with its first
    champion, into its own namespace, and compares with what production served.
-5. The labels of the scored days mature: the upstream publishes the days up to
-   2026-03-19 (labels come 30 days late), and each model's `monitor_performance__NAME` is
-   backfilled for 2026-03-12..2026-03-19: what was served on each scored day, judged by
-   its labels, per model version (champion and shadow).
-6. The story of each model, from the lake, the registry and MLflow, with links.
+5. The story of each model, from the lake, the registry and MLflow, with links.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 
 from infra.airflow_api import AirflowClient, AirflowError
-from infra.stack import VENV_BIN, Stack, StackError, load_or_create_env
+from infra.stack import VENV_BIN, Stack, StackError, configure_dvc_remote, load_or_create_env, print_status
 
-START, DAYS, ROWS = date(2026, 1, 1), 60, 20000
+START, ROWS = date(2026, 1, 1), 20000
 FIRST_TRAINING = date(2026, 2, 9)
 SCORE_FIRST, SCORE_LAST = date(2026, 2, 10), date(2026, 2, 17)
 LABEL_DELAY = 30  # both demo models' label.delay_days: the scored days' labels are known this much later
+DAYS = (SCORE_LAST + timedelta(days=LABEL_DELAY) - START).days + 1  # through the last scored day's labels
+DAY = timedelta(days=1)
 
 
 def dag(kind: str, model: str) -> str:
@@ -48,9 +52,11 @@ def declared() -> list[str]:
 class Clock:
     def __init__(self):
         self.t0 = time.monotonic()
+        self.lock = threading.Lock()
 
     def say(self, text: str) -> None:
-        print(f"demo [{time.monotonic() - self.t0:5.0f}s] {text}", flush=True)
+        with self.lock:
+            print(f"demo [{time.monotonic() - self.t0:5.0f}s] {text}", flush=True)
 
 
 def batchloop(stack: Stack, *args: str) -> None:
@@ -59,97 +65,173 @@ def batchloop(stack: Stack, *args: str) -> None:
         raise AirflowError(f"batchloop {args[0]} failed: {done.stderr.strip().splitlines()[-1:]}")
 
 
-def follow(client: AirflowClient, clock: Clock, dag_id: str, run_id: str) -> str:
-    def progress(task: str, state: str | None) -> None:
-        if state in ("running", "success", "failed", "skipped", "up_for_retry"):
-            clock.say(f"  {dag_id} {task:18} {state}")
+def side_by_side(work: Callable[[str], None], models: list[str]) -> None:
+    """`work(model)` for every model at once (one thread each); the first failure is raised once all ended."""
+    failures: list[BaseException] = []
 
-    clock.say(f"  {dag_id} run {run_id}: {client.run_state(dag_id, run_id)}")
-    return client.wait(dag_id, run_id, timeout=3600, on_change=progress)
+    def run(model: str) -> None:
+        try:
+            work(model)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            failures.append(exc)
 
-
-def score_day(client: AirflowClient, clock: Clock, model: str, day: date) -> dict:
-    """Backfill one day of the model's score_daily through the scheduler and wait for it; what it did."""
-    dag_id = dag("score_daily", model)
-    backfill = client.backfill(dag_id, day.isoformat(), day.isoformat(), max_active_runs=1)
-    client.wait_backfill(backfill["id"], timeout=3600)  # closed once its run has ended; then the next may start
-    run = [r for r in client.runs(dag_id) if r["run_type"] == "backfill"
-           and (r.get("data_interval_start") or "")[:10] == day.isoformat()][-1]
-    states = client.task_states(dag_id, run["dag_run_id"])
-    scored = client.xcom(dag_id, run["dag_run_id"], "score") if states.get("score") == "success" else None
-    drift = client.xcom(dag_id, run["dag_run_id"], "drift") if states.get("drift") == "success" else None
-    if scored and drift:
-        clock.say(f"{dag_id} {day}: {scored['scores_rows']:,} scored by {scored['model']} "
-                  f"({scored['quarantined_rows']} quarantined); drift {drift['share_drifted']:.0%} of features"
-                  f"{', prediction drifted' if drift['prediction_drifted'] else ''}"
-                  f"{' -> BREACH, drift event' if drift['breached'] else ''}")
-    else:
-        failed = [t for t, s in states.items() if s == "failed"]
-        clock.say(f"{dag_id} {day}: {run['state']} (failed: {', '.join(failed) or 'none'}; see the Airflow UI)")
-    return {"run": run, "alarm": states.get("raise_drift_alarm") == "success", "ended": run.get("end_date")}
+    threads = [threading.Thread(target=run, args=(m,), name=f"demo-{m}") for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
 
 
-def follow_retraining(client: AirflowClient, clock: Clock, model: str, known: set[str]) -> None:
-    """Wait for the retrain run the model's drift event starts (one not in `known`); what its policy decided."""
-    dag_id = dag("retrain", model)
-    while True:
-        runs = [r for r in client.runs(dag_id) if r["run_type"] == "asset_triggered"
-                and r["dag_run_id"] not in known]
-        if runs and runs[-1]["state"] in ("success", "failed"):
-            break
-        time.sleep(3)
-    run = runs[-1]
-    decision = client.xcom(dag_id, run["dag_run_id"], "policy") or {}
-    reasons = [r for r in decision.get("reasons", []) if r.startswith(("trigger", "blocked"))]
-    verdict = "RETRAIN" if decision.get("retrain") else "no"
-    clock.say(f"  {dag_id} (drift event): policy {verdict}: {'; '.join(reasons) or 'nothing fired'}")
-    if decision.get("retrain"):
-        promoted = client.xcom(dag_id, run["dag_run_id"], "promote") or {}
-        trained = client.xcom(dag_id, run["dag_run_id"], "train") or {}
+class Demo:
+    def __init__(self, stack: Stack, clock: Clock, models: list[str]):
+        self.stack, self.clock, self.models = stack, clock, models
+        self.monitoring: dict[str, list[tuple[date, str]]] = {}  # model -> (matured day, its monitor run)
+
+    def client(self) -> AirflowClient:
+        """A client of its own for each thread (a requests session is not shared between threads)."""
+        return AirflowClient.from_password_file(self.stack.config["BATCHLOOP_AIRFLOW_URL"], self.stack.password_file())
+
+    def first_champion(self, model: str) -> None:
+        client, dag_id = self.client(), dag("retrain", model)
+        self.clock.say(f"{dag_id}: first model, trained on the labels known on {FIRST_TRAINING}")
+        run_id = client.trigger(dag_id, {"as_of": FIRST_TRAINING.isoformat(), "force": True})
+
+        def progress(task: str, state: str | None) -> None:
+            if state in ("success", "failed", "skipped", "up_for_retry"):
+                self.clock.say(f"  {dag_id} {task:18} {state}")
+
+        if client.wait(dag_id, run_id, timeout=3600, on_change=progress) != "success":
+            raise AirflowError(f"the first training of {model} failed: see the retrain run {run_id}")
+        self.report_training(client, dag_id, run_id)
+
+    def daily_scoring(self, model: str) -> None:
+        """Score the model's days one after the other; a drift breach's retraining ends before the next day.
+
+        Each scored day's monitoring (on the day its labels mature) is started at once and runs
+        beside the next days; `report_monitoring` shows what it found."""
+        client = self.client()
+        day = SCORE_FIRST
+        while day <= SCORE_LAST:
+            known = {r["dag_run_id"] for r in client.runs(dag("retrain", model))}
+            if self.score_day(client, model, day):
+                self.follow_retraining(client, model, known)
+            matured = day + timedelta(days=LABEL_DELAY)
+            self.monitoring.setdefault(model, []).append(
+                (matured, client.run_interval(dag("monitor_performance", model), matured, matured + DAY)))
+            day += DAY
+
+    def score_day(self, client: AirflowClient, model: str, day: date) -> bool:
+        """One day of the model's score_daily through the scheduler; whether it raised the drift alarm."""
+        dag_id = dag("score_daily", model)
+        run_id = client.run_interval(dag_id, day, day + DAY)
+        state = client.wait_run(dag_id, run_id)
+        states = client.task_states(dag_id, run_id)
+        scored = client.xcom(dag_id, run_id, "score") if states.get("score") == "success" else None
+        drift = client.xcom(dag_id, run_id, "drift") if states.get("drift") == "success" else None
+        if scored and drift:
+            self.clock.say(f"{dag_id} {day}: {scored['scores_rows']:,} scored by {scored['model']} "
+                           f"({scored['quarantined_rows']} quarantined); drift {drift['share_drifted']:.0%} of "
+                           f"features{', prediction drifted' if drift['prediction_drifted'] else ''}"
+                           f"{' -> BREACH, drift event' if drift['breached'] else ''}")
+        else:
+            failed = [t for t, s in states.items() if s == "failed"]
+            self.clock.say(f"{dag_id} {day}: {state} (failed: {', '.join(failed) or 'none'}; see the Airflow UI)")
+        return states.get("raise_drift_alarm") == "success"
+
+    def follow_retraining(self, client: AirflowClient, model: str, known: set[str]) -> None:
+        """Wait for the retrain run the model's drift event starts (one not in `known`); what its policy decided."""
+        dag_id = dag("retrain", model)
+        while True:
+            runs = [r for r in client.runs(dag_id) if r["run_type"] == "asset_triggered"
+                    and r["dag_run_id"] not in known]
+            if runs and runs[-1]["state"] in ("success", "failed"):
+                break
+            time.sleep(1)
+        run = runs[-1]
+        decision = client.xcom(dag_id, run["dag_run_id"], "policy") or {}
+        reasons = [r for r in decision.get("reasons", []) if r.startswith(("trigger", "blocked"))]
+        verdict = "RETRAIN" if decision.get("retrain") else "no"
+        self.clock.say(f"  {dag_id} (drift event): policy {verdict}: {'; '.join(reasons) or 'nothing fired'}")
+        if decision.get("retrain"):
+            self.report_training(client, dag_id, run["dag_run_id"])
+
+    def report_training(self, client: AirflowClient, dag_id: str, run_id: str) -> None:
+        promoted = client.xcom(dag_id, run_id, "promote") or {}
+        trained = client.xcom(dag_id, run_id, "train") or {}
         holdout = {k.removeprefix("holdout_"): v for k, v in trained.items() if k.startswith("holdout_")
                    and k.removeprefix("holdout_") in ("auc", "rmse")}
-        clock.say(f"  {dag_id}: {trained.get('model')} trained on {trained.get('window', {}).get('first')}.."
-                  f"{trained.get('window', {}).get('last')}, holdout "
-                  f"{', '.join(f'{k.upper()} {v:.3f}' for k, v in holdout.items())}; "
-                  + (f"promoted to champion from {promoted.get('effective_from')}" if promoted.get("promoted")
-                     else f"not promoted: {promoted.get('reason')}"))
+        self.clock.say(f"  {dag_id}: {trained.get('model')} trained on {trained.get('window', {}).get('first')}.."
+                       f"{trained.get('window', {}).get('last')}, holdout "
+                       f"{', '.join(f'{k.upper()} {v:.3f}' for k, v in holdout.items())}; "
+                       + (f"promoted to champion from {promoted.get('effective_from')}" if promoted.get("promoted")
+                          else f"not promoted: {promoted.get('reason')}"))
+
+    def report_monitoring(self, model: str) -> None:
+        """What the model's monitor_performance runs found, day by day."""
+        client, dag_id = self.client(), dag("monitor_performance", model)
+        for day, run_id in self.monitoring.get(model, []):
+            state = client.wait_run(dag_id, run_id)
+            measured = client.xcom(dag_id, run_id, "monitor") if state == "success" else None
+            if not measured:
+                self.clock.say(f"  {dag_id} {day}: {state} (see the Airflow UI)")
+                continue
+            cells = [f"{r['source'].replace('scores_shadow', 'shadow').replace('scores', 'served')} "
+                     f"v{r['model_version']} " + ", ".join(
+                         f"{m.upper()} {r[m]:.3f}" for m in ("auc", "rmse", "mae") if r.get(m) is not None)
+                     for r in measured["results"]]
+            self.clock.say(f"  {dag_id}: {measured['scored_day']} (labels known {measured['labels_matured_on']}): "
+                           + ("; ".join(cells) or measured.get("skipped", "nothing to measure")))
+
+    def retro_test(self, model: str) -> None:
+        """The model's first champion over the days after its first promotion, against what production served."""
+        client = self.client()
+        promoted = promotion_day(self.stack, model)
+        first = promoted or SCORE_LAST
+        self.clock.say(f"retro_test: the first champion of {model} over {first}..{SCORE_LAST}, against production")
+        run_id = client.trigger("retro_test", {"model_name": model, "version": 1, "champion_as_of": None,
+                                               "start": first.isoformat(), "end": SCORE_LAST.isoformat(),
+                                               "namespace": "retro_first_champion", "compare_to_production": True})
+        self.clock.say(f"  retro_test: {client.wait_run('retro_test', run_id)}")
 
 
 def main() -> int:
     clock = Clock()
     stack = Stack(load_or_create_env())
     models = declared()
+    demo = Demo(stack, clock, models)
+
+    def upstream_load() -> None:
+        last = START + timedelta(days=DAYS - 1)
+        clock.say(f"upstream load: {START}..{last}, {ROWS:,} subscribers a day (the tables of {', '.join(models)}; "
+                  f"labels known 30 days after their day), while Airflow starts")
+        batchloop(stack, "generate", "--start", START.isoformat(), "--days", str(DAYS), "--rows", str(ROWS))
+
+    def stream(model: str) -> None:
+        demo.daily_scoring(model)
+        if model == models[0]:  # its retro-test runs beside the other models' last days
+            demo.retro_test(model)
+
     try:
-        client = AirflowClient.from_password_file(stack.config["BATCHLOOP_AIRFLOW_URL"], stack.password_file())
+        # the local stack (`make up`); the upstream needs only Spark, so it loads while Airflow comes up
+        stack.up(while_airflow_starts=upstream_load)
+        configure_dvc_remote(stack.config)
+        print_status(stack)
+        client = demo.client()
         client.wait_for_dags([dag(k, m) for m in models for k in ("score_daily", "retrain", "monitor_performance")]
                              + ["retro_test", "promote"])
-        clock.say(f"upstream load: {DAYS} days of {ROWS:,} subscribers from {START} (the tables of "
-                  f"{', '.join(models)}; labels 30 days late)")
-        batchloop(stack, "generate", "--start", START.isoformat(), "--days", str(DAYS), "--rows", str(ROWS))
-        for dag_id in [dag(k, m) for m in models for k in ("retrain", "score_daily")] + ["retro_test", "promote"]:
+        for dag_id in [dag(k, m) for m in models for k in ("retrain", "score_daily", "monitor_performance")] \
+                + ["retro_test", "promote"]:
             client.unpause(dag_id)
+        side_by_side(demo.first_champion, models)
+        clock.say(f"daily scoring {SCORE_FIRST}..{SCORE_LAST}, a run per model and day (the models side by side); "
+                  "a drift breach starts the model's retrain through its Asset; each scored day is monitored on "
+                  f"the day its labels mature ({LABEL_DELAY} days later)")
+        side_by_side(stream, models)
+        clock.say("monitoring on matured labels:")
         for model in models:
-            clock.say(f"{dag('retrain', model)}: first model, trained on the labels known on {FIRST_TRAINING}")
-            run_id = client.trigger(dag("retrain", model), {"as_of": FIRST_TRAINING.isoformat(), "force": True})
-            if follow(client, clock, dag("retrain", model), run_id) != "success":
-                raise AirflowError(f"the first training of {model} failed: see the retrain run {run_id}")
-        days = [SCORE_FIRST + timedelta(days=i) for i in range((SCORE_LAST - SCORE_FIRST).days + 1)]
-        clock.say(f"daily scoring {SCORE_FIRST}..{SCORE_LAST}, a backfill run per model and day; a drift breach "
-                  "starts the model's retrain through its Asset")
-        for day in days:
-            for model in models:
-                known = {r["dag_run_id"] for r in client.runs(dag("retrain", model))}
-                if score_day(client, clock, model, day)["alarm"]:
-                    follow_retraining(client, clock, model, known)
-        first = models[0]
-        promoted = promotion_day(stack, first)
-        retro_first = promoted or SCORE_LAST
-        clock.say(f"retro_test: the first champion of {first} over {retro_first}..{SCORE_LAST}, against production")
-        run_id = client.trigger("retro_test", {"model_name": first, "version": 1, "champion_as_of": None,
-                                               "start": retro_first.isoformat(), "end": SCORE_LAST.isoformat(),
-                                               "namespace": "retro_first_champion", "compare_to_production": True})
-        follow(client, clock, "retro_test", run_id)
-        mature_labels(stack, client, clock, models)
+            demo.report_monitoring(model)
     except (AirflowError, StackError, OSError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
@@ -157,34 +239,6 @@ def main() -> int:
     done = subprocess.run([sys.executable, "-m", "infra.story", SCORE_FIRST.isoformat(), SCORE_LAST.isoformat()],
                           env=stack.env())
     return done.returncode
-
-
-def mature_labels(stack: Stack, client: AirflowClient, clock: Clock, models: list[str]) -> None:
-    """Publish the days on which the scored days' labels become known; monitor each model on them."""
-    first, last = SCORE_FIRST + timedelta(days=LABEL_DELAY), SCORE_LAST + timedelta(days=LABEL_DELAY)
-    published = START + timedelta(days=DAYS)
-    clock.say(f"upstream load: {published}..{last}, with the labels of {SCORE_FIRST}..{SCORE_LAST}")
-    batchloop(stack, "generate", "--start", published.isoformat(), "--days", str((last - published).days + 1),
-              "--rows", str(ROWS))
-    for model in models:
-        dag_id = dag("monitor_performance", model)
-        client.unpause(dag_id)
-        clock.say(f"{dag_id}: labels matured on {first}..{last}, a backfill run per day")
-        backfill = client.backfill(dag_id, first.isoformat(), last.isoformat(), max_active_runs=1)
-        client.wait_backfill(backfill["id"], timeout=3600)
-        for run in sorted((r for r in client.runs(dag_id) if r["run_type"] == "backfill"),
-                          key=lambda r: r.get("data_interval_start") or ""):
-            measured = client.xcom(dag_id, run["dag_run_id"], "monitor") if run["state"] == "success" else None
-            if not measured:
-                clock.say(f"  {dag_id} {(run.get('data_interval_start') or '')[:10]}: {run['state']} (see the "
-                          "Airflow UI)")
-                continue
-            cells = [f"{r['source'].replace('scores_shadow', 'shadow').replace('scores', 'served')} "
-                     f"v{r['model_version']} " + ", ".join(
-                         f"{m.upper()} {r[m]:.3f}" for m in ("auc", "rmse", "mae") if r.get(m) is not None)
-                     for r in measured["results"]]
-            clock.say(f"  {dag_id}: {measured['scored_day']} (labels known {measured['labels_matured_on']}): "
-                      + ("; ".join(cells) or measured.get("skipped", "nothing to measure")))
 
 
 def promotion_day(stack: Stack, model: str) -> date | None:

@@ -1,6 +1,6 @@
-"""The embedded local stack: S3 (SeaweedFS), MLflow, a warm Spark Connect server, Airflow.
+"""The embedded local stack: PostgreSQL, S3 (SeaweedFS), MLflow, a warm Spark Connect server, Airflow.
 
-    python infra/stack.py up|down|status
+    python -m infra.stack up|down|status [postgres,s3,mlflow,spark,airflow]
 
 Every server binds 127.0.0.1. Credentials and ports are generated once into the
 project's .env (git-ignored); all state lives under one folder (BATCHLOOP_STATE_DIR,
@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,12 +41,14 @@ DEFAULT_PORTS = {
     "BATCHLOOP_MLFLOW_PORT": 5000,
     "BATCHLOOP_AIRFLOW_PORT": 8080,
     "BATCHLOOP_SPARK_CONNECT_PORT": 15002,
+    "BATCHLOOP_POSTGRES_PORT": 5433,
 }
 GRPC_OFFSET = 10000  # SeaweedFS's convention: each server's gRPC port is its HTTP port + 10000
 BUCKETS = ("BATCHLOOP_BUCKET_DVC", "BATCHLOOP_BUCKET_MLFLOW", "BATCHLOOP_BUCKET_REPORTS")
-POOLS = {
-    "lake": "Spark steps: one at a time on the two local cores (the Connect server runs them all)",
-    "dvc": "steps that run DVC commands: never two at once",
+POOLS = {  # name: (slots, what for); BATCHLOOP_LAKE_SLOTS sets the lake pool's slots
+    "lake": (2, "Spark steps: as many at once as there are local cores (the Connect server runs them all; "
+                "while one step waits on its client, S3 or MLflow, another computes)"),
+    "dvc": (1, "steps that run DVC commands: never two at once"),
 }
 
 
@@ -162,6 +166,48 @@ def airflow_sqlite(home: Path) -> str:
     return f"sqlite:///{home / 'airflow.db'}?timeout=60"
 
 
+DATABASES = ("BATCHLOOP_AIRFLOW_DB", "BATCHLOOP_MLFLOW_DB")  # the stack's databases on its PostgreSQL
+POSTGRES_USER = "batchloop"
+
+
+def database_mode(config: dict[str, str]) -> str:
+    """Where Airflow and MLflow keep their state: `postgres` (the stack's server, default) or `sqlite` (files)."""
+    mode = config.get("BATCHLOOP_DB_BACKEND", "postgres")
+    if mode not in ("postgres", "sqlite"):
+        raise StackError(f"BATCHLOOP_DB_BACKEND={mode!r}: use postgres (the stack's PostgreSQL server) or sqlite")
+    return mode
+
+
+def postgres_bin() -> Path:
+    """The folder of PostgreSQL's server programs (Debian: /usr/lib/postgresql/<major>/bin)."""
+    if os.environ.get("BATCHLOOP_POSTGRES_BIN"):
+        found = [Path(os.environ["BATCHLOOP_POSTGRES_BIN"]) / "postgres"]
+    else:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
+                       if p.parent.parent.name.isdigit() else 0)
+    if not found or not found[-1].exists():
+        raise StackError("PostgreSQL's server was not found (/usr/lib/postgresql/*/bin/postgres): install it with "
+                         "`make install` (infra/system-deps.sh: apt-get install postgresql), set BATCHLOOP_POSTGRES_BIN "
+                         "to its bin folder, or set BATCHLOOP_DB_BACKEND=sqlite in .env")
+    return found[-1].parent
+
+
+def unprivileged() -> list[str]:
+    """The prefix that runs PostgreSQL as a user other than root (it refuses to run as root).
+
+    As root, the server runs in a user namespace of its own where this user is `nobody`: it
+    reads and writes the state folder as the root user outside, wherever the project lies."""
+    if os.geteuid() != 0:
+        return []
+    return ["unshare", "--user", "--map-user=65534", "--map-group=65534"]
+
+
+def database_url(config: dict[str, str], key: str, driver: str = "postgresql") -> str:
+    """The SQLAlchemy URL of one of the stack's databases; the password comes from PGPASSFILE, never the URL."""
+    return (f"{driver}://{POSTGRES_USER}@{HOST}:{config['BATCHLOOP_POSTGRES_PORT']}/"
+            f"{config.get(key) or key.removeprefix('BATCHLOOP_').removesuffix('_DB').lower()}")
+
+
 def connect_connection(config: dict[str, str]) -> dict:
     """Airflow's `spark_default`: the local Connect server (its token comes from the environment)."""
     port = int(config["BATCHLOOP_SPARK_CONNECT_PORT"])
@@ -206,6 +252,11 @@ def generate_config(state_dir: Path, ports: dict[str, int] | None = None) -> dic
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+        # Airflow's and MLflow's databases: on the stack's PostgreSQL (BATCHLOOP_DB_BACKEND=sqlite: files instead)
+        "BATCHLOOP_DB_BACKEND": "postgres",
+        "BATCHLOOP_POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "BATCHLOOP_AIRFLOW_DB": "airflow",
+        "BATCHLOOP_MLFLOW_DB": "mlflow",
     }
 
 
@@ -243,6 +294,8 @@ class Service:
     cwd: Path = ROOT
     timeout: float = 120.0
     hidden_env: tuple[str, ...] = ()  # variables this server must not see
+    stop_signal: int = signal.SIGTERM
+    signal_group: bool = True  # send stop_signal to the whole process group, or to the leader only
 
     def healthy(self, response: requests.Response) -> bool:
         return response.status_code < 500
@@ -288,6 +341,69 @@ class ConnectService(Service):
 
 
 @dataclass
+class PostgresService(Service):
+    """The stack's PostgreSQL server: Airflow's and MLflow's databases. Healthy once it accepts a login.
+
+    Stopped by SIGINT to the server alone (a fast shutdown: it ends its own processes)."""
+
+    data: Path = Path()
+    passfile: Path = Path()
+    bin: Path = Path()
+
+    def connect(self, dbname: str = "postgres"):
+        import psycopg2
+
+        host, port = self.health_url.removeprefix("postgresql://").rsplit(":", 1)
+        return psycopg2.connect(host=host, port=int(port), user=POSTGRES_USER, dbname=dbname,
+                                passfile=str(self.passfile), connect_timeout=3)
+
+    def check(self) -> bool:
+        import psycopg2
+
+        try:
+            self.connect().close()
+        except psycopg2.Error:
+            return False
+        return True
+
+    def initialise(self, password: str, log: Path) -> None:
+        """Create the database cluster once (initdb), its superuser's password from the stack's config."""
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.data.chmod(0o700)
+        pwfile = self.data.parent / ".pg-initial-password"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        try:
+            with log.open("ab") as out:
+                done = subprocess.run([*unprivileged(), str(self.bin / "initdb"), "-D", str(self.data),
+                                       "-U", POSTGRES_USER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
+                                       "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
+                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if done.returncode != 0:
+            tail = "\n".join("  " + x for x in log.read_text(errors="replace").splitlines()[-15:])
+            raise StackError(f"postgres: initdb of {self.data} failed. Last lines of {log}:\n{tail}")
+
+    def create_databases(self, names: list[str]) -> None:
+        """Create each database that does not exist yet (the owner: the stack's user)."""
+        connection = self.connect()
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                for name in names:
+                    if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
+                        raise StackError(f"database name {name!r}: use lower-case letters, digits and _")
+                    cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                    if cursor.fetchone() is None:
+                        cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
+
+
+@dataclass
 class AirflowService(Service):
     def healthy(self, response: requests.Response) -> bool:
         if response.status_code != 200:
@@ -316,15 +432,18 @@ class Stack:
         c = self.config
         api = c["BATCHLOOP_AIRFLOW_URL"]
         spark_conn = connect_connection(c) if spark_mode(c) == "connect" else SUBMIT_CONNECTION
+        database = {"PGPASSFILE": str(self.passfile)} if database_mode(c) == "postgres" else {}
         return {
             **os.environ,
-            **c,
+            # the database password reaches the clients through PGPASSFILE (libpq, asyncpg), never a URL
+            **{k: v for k, v in c.items() if k != "BATCHLOOP_POSTGRES_PASSWORD"},
+            **database,
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
             "SPARK_LOCAL_IP": HOST,
             "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_sqlite(self.airflow_home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_database(),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -342,7 +461,39 @@ class Stack:
             "NO_PROXY": "*",
         }
 
+    @property
+    def passfile(self) -> Path:
+        return self.run_dir / "pgpass"
+
+    def airflow_database(self) -> str:
+        if database_mode(self.config) == "sqlite":
+            return airflow_sqlite(self.airflow_home)
+        return database_url(self.config, "BATCHLOOP_AIRFLOW_DB", "postgresql+psycopg2")
+
+    def mlflow_database(self) -> str:
+        if database_mode(self.config) == "sqlite":
+            return f"sqlite:///{self.state / 'mlflow' / 'mlflow.db'}"
+        return database_url(self.config, "BATCHLOOP_MLFLOW_DB", "postgresql+psycopg2")
+
     # -- services ------------------------------------------------------------------------
+    def postgres(self) -> PostgresService:
+        """PostgreSQL on 127.0.0.1 only (no Unix socket), its cluster under the state folder."""
+        port = self.config["BATCHLOOP_POSTGRES_PORT"]
+        data, bin_dir = self.state / "postgres" / "data", postgres_bin()
+        return PostgresService(
+            name="postgres",
+            argv=[*unprivileged(), str(bin_dir / "postgres"), "-D", str(data), "-h", HOST, "-p", port,
+                  "-c", "unix_socket_directories=", "-c", "max_connections=300"],
+            ports=[int(port)],
+            health_url=f"postgresql://{HOST}:{port}",
+            cwd=self.state,
+            timeout=60,
+            hidden_env=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
+            stop_signal=signal.SIGINT,
+            signal_group=False,
+            data=data, passfile=self.passfile, bin=bin_dir,
+        )
+
     def s3(self) -> Service:
         c, data = self.config, self.state / "s3"
         http = {name: int(c[f"BATCHLOOP_{key}_PORT"]) for name, key in (
@@ -371,7 +522,7 @@ class Stack:
         return Service(
             name="mlflow",
             argv=[str(VENV_BIN / "mlflow"), "server",
-                  "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
+                  "--backend-store-uri", self.mlflow_database(),
                   "--artifacts-destination", f"s3://{c['BATCHLOOP_BUCKET_MLFLOW']}/artifacts",
                   "--serve-artifacts", "--host", HOST, "--port", c["BATCHLOOP_MLFLOW_PORT"],
                   "--workers", "1"],
@@ -443,7 +594,9 @@ class Stack:
     def services(self, only: set[str] | None = None) -> list[Service]:
         # in submit mode every step is a driver of its own, which needs the embedded metastore to itself
         spark = [self.spark()] if spark_mode(self.config) == "connect" else []
-        groups = {"s3": [self.s3()], "mlflow": [self.mlflow()], "spark": spark, "airflow": self.airflow()}
+        database = [self.postgres()] if database_mode(self.config) == "postgres" else []
+        groups = {"postgres": database, "s3": [self.s3()], "mlflow": [self.mlflow()], "spark": spark,
+                  "airflow": self.airflow()}
         if only is not None and (unknown := sorted(only - groups.keys())):
             raise StackError(f"no such part of the stack: {', '.join(unknown)} (choose from {', '.join(groups)})")
         return [s for g, items in groups.items() if only is None or g in only for s in items]
@@ -474,6 +627,10 @@ class Stack:
         path = self.run_dir / "s3-identities.json"
         path.write_text(json.dumps(identities))
         path.chmod(0o600)
+        if database_mode(self.config) == "postgres":
+            self.passfile.write_text(f"{HOST}:{self.config['BATCHLOOP_POSTGRES_PORT']}:*:{POSTGRES_USER}:"
+                                     f"{self.config['BATCHLOOP_POSTGRES_PASSWORD']}\n")
+            self.passfile.chmod(0o600)
         # Airflow prints a password it generates to its log: generate it here instead, into its file
         passwords = self.password_file()
         if not passwords.exists():
@@ -495,6 +652,8 @@ class Stack:
                 )
         if isinstance(service, ConnectService):
             service.prepare(self.run_dir)
+        if isinstance(service, PostgresService):
+            service.initialise(self.config["BATCHLOOP_POSTGRES_PASSWORD"], self.log_file(service))
         log = self.log_file(service).open("ab")
         env = {k: v for k, v in {**self.env(), **service.env}.items() if k not in service.hidden_env}
         proc = subprocess.Popen(service.argv, cwd=service.cwd, env=env,
@@ -529,7 +688,10 @@ class Stack:
             self.pid_file(service).unlink(missing_ok=True)
             return False
         try:
-            os.killpg(pid, signal.SIGTERM)
+            if service.signal_group:
+                os.killpg(pid, service.stop_signal)
+            else:
+                os.kill(pid, service.stop_signal)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + grace
@@ -548,23 +710,44 @@ class Stack:
         return True
 
     # -- the whole stack -----------------------------------------------------------------
-    def up(self, only: set[str] | None = None) -> None:
+    def up(self, only: set[str] | None = None, while_airflow_starts: Callable[[], None] | None = None) -> None:
+        """Start what is wanted (everything by default), each part as soon as what it needs is up.
+
+        PostgreSQL first (MLflow and Airflow keep their state in it); then S3, MLflow and the Spark
+        Connect server start side by side while Airflow's database is migrated; Airflow's components
+        last. `while_airflow_starts` runs once S3, MLflow and Spark answer, while Airflow comes up."""
         self.prepare()
+        if only is not None and only & {"mlflow", "airflow"} and database_mode(self.config) == "postgres" \
+                and not self.postgres().check():
+            only = only | {"postgres"}  # their database server, unless one is already up on the configured port
         wanted = self.services(only)
-        if any(s.name.startswith("airflow") for s in wanted):
-            self.migrate_airflow()
-        for service in wanted:
+        database = [s for s in wanted if isinstance(s, PostgresService)]
+        airflow = [s for s in wanted if s.name.startswith("airflow")]
+        others = [s for s in wanted if s not in database and s not in airflow]
+        for service in database:
+            self.start(service)
+            self.wait_healthy(service)
+            print(f"stack: {service.name} is up")
+        if database_mode(self.config) == "postgres" and any(s.name in ("mlflow", "airflow-api-server")
+                                                            for s in wanted):
+            self.create_databases()
+        for service in others:
             if isinstance(service, ConnectService) and self.pid(service):
                 # a fresh JVM and fresh Python workers: what the steps run is the code of today
                 self.stop(service)
                 print(f"stack: restarting {service.name}")
             self.start(service)
-            if service.name in ("s3", "mlflow", "spark-connect"):
-                self.wait_healthy(service)
-                print(f"stack: {service.name} is up")
-                if service.name == "s3":
-                    self.create_buckets()
-        airflow = [s for s in wanted if s.name.startswith("airflow")]
+        if airflow:
+            self.migrate_airflow()
+            for service in airflow:
+                self.start(service)
+        for service in others:
+            self.wait_healthy(service)
+            print(f"stack: {service.name} is up")
+            if service.name == "s3":
+                self.create_buckets()
+        if while_airflow_starts is not None:
+            while_airflow_starts()
         if airflow:
             print("stack: waiting for Airflow (api-server, scheduler, dag-processor, triggerer)...")
             for service in airflow:
@@ -578,15 +761,24 @@ class Stack:
             if self.stop(service):
                 print(f"stack: stopped {service.name}")
 
+    def create_databases(self) -> None:
+        """Airflow's and MLflow's databases on the stack's PostgreSQL (a server this stack, or another, started)."""
+        server = self.postgres()
+        if not server.check():
+            raise StackError(f"PostgreSQL at {server.health_url} is not reachable (start it with `make up`, see "
+                             f"{self.log_file(server)}), or set BATCHLOOP_DB_BACKEND=sqlite")
+        server.create_databases([database_url(self.config, key).rsplit("/", 1)[1] for key in DATABASES])
+
     def migrate_airflow(self) -> None:
-        """Create or upgrade Airflow's SQLite metadata database before its components start."""
+        """Create or upgrade Airflow's metadata database before its components start."""
         log = self.log_dir / "airflow-db-migrate.log"
         with log.open("ab") as out:
             result = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=self.env(),
                                     cwd=self.airflow_home, stdout=out, stderr=subprocess.STDOUT)
-            for pool, description in POOLS.items():
+            for pool, (slots, description) in POOLS.items():
+                slots = int(self.config.get(f"BATCHLOOP_{pool.upper()}_SLOTS", slots))
                 if result.returncode == 0:
-                    result = subprocess.run([str(VENV_BIN / "airflow"), "pools", "set", pool, "1", description],
+                    result = subprocess.run([str(VENV_BIN / "airflow"), "pools", "set", pool, str(slots), description],
                                             env=self.env(), cwd=self.airflow_home, stdout=out, stderr=subprocess.STDOUT)
         if result.returncode != 0:
             tail = "\n".join("  " + x for x in log.read_text(errors="replace").splitlines()[-25:])
@@ -693,6 +885,9 @@ def print_status(stack: Stack) -> None:
     print(f"  MLflow UI        {c['MLFLOW_TRACKING_URI']}")
     print(f"  Airflow UI       {c['BATCHLOOP_AIRFLOW_URL']}  user admin, password in {stack.password_file()}")
     print(f"  Spark Connect    {c['BATCHLOOP_SPARK_REMOTE']}  (token in .env)")
+    if database_mode(c) == "postgres":
+        print(f"  PostgreSQL       {HOST}:{c['BATCHLOOP_POSTGRES_PORT']}  user {POSTGRES_USER}, databases "
+              f"{', '.join(database_url(c, k).rsplit('/', 1)[1] for k in DATABASES)} (password in .env)")
     print(f"  Lake (Hive)      {stack.state / 'lake'}  query: .venv/bin/batchloop sql \"SHOW TABLES\"")
     print(f"  Logs             {stack.log_dir}")
 
@@ -711,7 +906,7 @@ def main(argv: list[str]) -> int:
         elif command == "status":
             print_status(stack)
         else:
-            print("usage: python -m infra.stack up|down|status [s3,mlflow,spark,airflow]", file=sys.stderr)
+            print("usage: python -m infra.stack up|down|status [postgres,s3,mlflow,spark,airflow]", file=sys.stderr)
             return 2
     except StackError as exc:
         print(f"stack: error: {exc}", file=sys.stderr)

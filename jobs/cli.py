@@ -159,14 +159,7 @@ def generate(
     for spec in specs:
         job.check_tables(spec)
     lake = _lake(_env(), "generate")
-    written, out = set(), {}
-    for spec in specs:  # a table two models read is written once
-        if (spec.table, spec.label.table) in written:
-            continue
-        written.add((spec.table, spec.label.table))
-        out[f"{spec.table}+{spec.label.table}"] = job.run(gen, spec, lake, first, days, rows or gen.rows,
-                                                         gen.seed if seed is None else seed)
-    _emit(out if len(out) > 1 else next(iter(out.values())))
+    _emit(job.run(gen, specs, lake, first, days, rows or gen.rows, gen.seed if seed is None else seed))
 
 
 @app.command()

@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 from infra.stack import (  # noqa: E402
     DEFAULT_PORTS,
     Stack,
-    airflow_sqlite,
     connect_connection,
     free_ports,
     generate_config,
@@ -52,9 +51,10 @@ def generator():
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
-    """S3 and MLflow servers, started for this test session and stopped after it (the Connect server too)."""
+    """PostgreSQL, S3 and MLflow servers, started for this test session and stopped after it (the Connect server
+    too)."""
     stack = Stack(generate_config(tmp_path_factory.mktemp("stack"), free_ports(list(DEFAULT_PORTS))))
-    stack.up({"s3", "mlflow"})
+    stack.up({"postgres", "s3", "mlflow"})
     # the jobs read credentials and endpoints the way they do in production: from the environment
     saved = {k: os.environ.get(k) for k in SERVICE_KEYS}
     os.environ.update({k: stack.config[k] for k in SERVICE_KEYS})
@@ -236,15 +236,18 @@ def dag_world(services, tmp_path_factory) -> World:
     (repo / "params.yaml").write_text(yaml.safe_dump(own))
     (root / "airflow").mkdir()
     port = free_ports(["BATCHLOOP_SPARK_CONNECT_PORT"])
+    # dag.test's Airflow database: one of its own on the session's PostgreSQL
     config = {**services.config, **{k: str(v) for k, v in port.items()}, "BATCHLOOP_STATE_DIR": str(root / "state"),
-              "BATCHLOOP_SPARK_REMOTE": f"sc://localhost:{port['BATCHLOOP_SPARK_CONNECT_PORT']}"}
+              "BATCHLOOP_SPARK_REMOTE": f"sc://localhost:{port['BATCHLOOP_SPARK_CONNECT_PORT']}",
+              "BATCHLOOP_AIRFLOW_DB": "airflow_dag_test"}
     stack = Stack(config)
     stack.prepare()
+    stack.create_databases()
     server = stack.spark()
     stack.start(server)  # the JVM warms up while Airflow's database is made
     env = {**services.env(), "BATCHLOOP_STATE_DIR": str(root / "state"), "BATCHLOOP_DVC_ROOT": str(repo),
            "BATCHLOOP_PARAMS": str(repo / "params.yaml"), "AIRFLOW_HOME": str(root / "airflow"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_sqlite(root / "airflow"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": stack.airflow_database(), "PGPASSFILE": str(stack.passfile),
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(connect_connection(config)),
            "BATCHLOOP_SPARK_REMOTE": config["BATCHLOOP_SPARK_REMOTE"], "BATCHLOOP_LAKE_GC_GRACE_MINUTES": "0",

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import re
 from itertools import pairwise
 from typing import Any
 
-import matplotlib as mpl
 from jinja2 import Environment
 from markupsafe import Markup
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
-from matplotlib.typing import RcKeyType
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +22,10 @@ MAX_CATEGORIES = 20
 TOP_TREND_FEATURES = 5
 # Okabe-Ito colours stay distinguishable under the common colour-vision deficiencies
 REF, CUR, DRIFT, OK, INK = "#0072B2", "#E69F00", "#D55E00", "#8C99A6", "#1D2329"
-_RC: dict[RcKeyType, Any] = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 10, "font.sans-serif": ["DejaVu Sans"],
-                           "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#8C99A6",
-                           "axes.titlesize": 11, "axes.titleweight": "bold", "legend.frameon": False}
-# namespaces, metadata and the DOCTYPE carry URLs; auto-generated ids are never referenced and collide
-# across figures; the per-text font stack and global <style> move into the page CSS once
-_SVG_NOISE = re.compile(r'<metadata>.*?</metadata>|<!--.*?-->|<style[^>]*>.*?</style>|<defs>\s*</defs>'
-                        r'| xmlns(?::\w+)?="[^"]*"| id="[\w.]+_\d+"|font-family:[^;"]*;? ?| transform="rotate\(-0 [^"]*"', re.S)
-_COORDS = re.compile(r'\b(d|x|y|transform)="([^"]*)"')
-_DECIMALS = re.compile(r"(\d+\.\d)\d+")
+# the charts are drawn straight as SVG in points (1/72 inch): 13 inches wide, as the matplotlib figures were
+WIDTH = 936.0
+# DejaVu Sans at 9 px: about 5.5 px per character, the width a label's slant is sized for
+CHAR_WIDTH = 5.5
 
 
 def num(x: Any) -> float | None:
@@ -111,16 +101,45 @@ def anchor(name: Any) -> str:
     return "f-" + re.sub(r"[^A-Za-z0-9_-]", "-", str(name))
 
 
-def svg(fig: Figure, key: str) -> Markup:
-    """The figure as a compact inline <svg> element, safe to embed several times in one page."""
-    buf = io.StringIO()
-    # a per-figure salt keeps clip-path ids unique across figures and the output reproducible
-    with mpl.rc_context({"svg.hashsalt": key}):
-        fig.savefig(buf, format="svg")
-    text = buf.getvalue()
-    text = _SVG_NOISE.sub("", text[text.index("<svg"):])
-    text = _COORDS.sub(lambda m: m[1] + '="' + " ".join(_DECIMALS.sub(r"\1", m[2]).split()) + '"', text)
-    return Markup(text)
+def nice_ticks(top: float, intervals: int = 5) -> list[float]:
+    """Round ticks from 0 up to at most `top`: at most `intervals` steps of 1, 2, 2.5 or 5 times a power of ten."""
+    if not math.isfinite(top) or top <= 0:
+        return [0.0]
+    unit = 10.0 ** math.floor(math.log10(top / intervals))
+    step = next(m * unit for m in (1, 2, 2.5, 5, 10) if m * unit * intervals >= top * (1 - 1e-9))
+    return [float(f"{i * step:.12g}") for i in range(int(top / step * (1 + 1e-9)) + 1)]
+
+
+def tick_labels(ticks: list[float], scale: float = 1.0, suffix: str = "") -> list[str]:
+    """The ticks as text, all with as many decimals as their step needs: 0.00, 0.05, 0.10."""
+    step = abs(ticks[1] - ticks[0]) * scale if len(ticks) > 1 else 1.0
+    decimals = next((d for d in range(10) if abs(round(step, d) - step) <= step * 1e-6), 10)
+    return [f"{t * scale:,.{decimals}f}{suffix}" for t in ticks]
+
+
+# the drift scores and the trend are drawn directly as SVG too: importing matplotlib (0.7 s) and laying out
+# these two figures (1.1 s of CPU) cost every drift step about 2 s
+_SCORES = """<svg viewBox="0 0 {{ w }} {{ h }}" width="{{ w }}pt" height="{{ h }}pt" role="img" aria-label="Drift scores: each feature's decisive statistic divided by its threshold">
+<g font-size="10" fill="#1D2329">
+{% for t in xticks %}<line x1="{{ t.x }}" x2="{{ t.x }}" y1="{{ top }}" y2="{{ bottom }}" stroke="#E3E7EB"/>
+<line x1="{{ t.x }}" x2="{{ t.x }}" y1="{{ bottom }}" y2="{{ tick }}" stroke="#8C99A6"/>
+<text x="{{ t.x }}" y="{{ xlab }}" text-anchor="middle">{{ t.label }}</text>
+{% endfor %}
+{% for b in bars %}<rect x="{{ left }}" y="{{ b.y }}" width="{{ b.w }}" height="{{ bar }}" fill="{{ b.color }}"><title>{{ b.name }}: {{ b.label }}</title></rect>
+<line x1="{{ b.tick }}" x2="{{ left }}" y1="{{ b.mid }}" y2="{{ b.mid }}" stroke="#8C99A6"/>
+<text x="{{ b.nx }}" y="{{ b.ny }}" text-anchor="end">{{ b.name }}</text>
+{% endfor %}
+<line x1="{{ one }}" x2="{{ one }}" y1="{{ top }}" y2="{{ bottom }}" stroke="#1D2329" stroke-width="1.2" stroke-dasharray="4.4 1.9"/>
+<text x="{{ one }}" y="{{ top - 4 }}" text-anchor="middle">threshold</text>
+{% for b in bars %}<rect x="{{ b.bx }}" y="{{ b.by }}" width="{{ b.bw }}" height="13" fill="#FFFFFF"/>
+<text x="{{ b.tx }}" y="{{ b.ty }}" font-size="9">{{ b.label }}</text>
+{% endfor %}
+<line x1="{{ left }}" x2="{{ left }}" y1="{{ top }}" y2="{{ bottom }}" stroke="#8C99A6"/>
+<line x1="{{ left }}" x2="{{ right }}" y1="{{ bottom }}" y2="{{ bottom }}" stroke="#8C99A6"/>
+<text x="{{ middle }}" y="{{ h - 6 }}" text-anchor="middle">decisive statistic ÷ threshold (p-value methods: threshold ÷ p-value) — above 1 means drift</text>
+</g></svg>"""
+# DejaVu Sans at 10 px: digits and "%" take about 6.4 px, an average label character about 6.1 px
+DIGIT_WIDTH, LABEL_WIDTH = 6.4, 6.1
 
 
 def scores_chart(features: list[dict[str, Any]]) -> Markup | None:
@@ -130,47 +149,114 @@ def scores_chart(features: list[dict[str, Any]]) -> Markup | None:
     methods = [decisive(f) for f in features]
     widths = [ratio(m) or 0.0 for m in methods]
     xmax = max(1.5, *widths) * 1.9  # room for the labels right of the longest bar
-    fig = Figure(figsize=(13, 1.2 + 0.3 * len(features)), layout="constrained")
-    ax = fig.add_subplot()
-    ys = range(len(features))
-    ax.barh(ys, widths, height=0.7, color=[DRIFT if f.get("drifted") else OK for f in features])
-    ax.set_yticks(ys, [clip(f.get("feature"), 32) for f in features])
-    ax.invert_yaxis()
-    ax.set_xlim(0, xmax)
-    ax.axvline(1.0, color=INK, ls="--", lw=1.2)
-    ax.annotate("threshold", xy=(1.0, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                textcoords="offset points", ha="center", va="bottom", fontsize=10)
-    for y, w, m in zip(ys, widths, methods, strict=True):
-        name = m.get("method") or "n/a"
-        stat = f"p = {fmt(m.get('p_value'))}" if name in P_VALUE_METHODS else fmt(m.get("statistic"))
+    names = [clip(f.get("feature"), 32) for f in features]
+    row, top = 24.0, 18.0
+    left = round(max(60.0, max(len(n) for n in names) * LABEL_WIDTH + 14), 1)
+    right, bottom = WIDTH - 8, top + 8 + row * len(features)
+
+    def x(v: float) -> float:
+        return round(left + (right - left) * v / xmax, 1)
+
+    bars = []
+    for i, (f, name, w, m) in enumerate(zip(features, names, widths, methods, strict=True)):
+        method = m.get("method") or "n/a"
+        stat = f"p = {fmt(m.get('p_value'))}" if method in P_VALUE_METHODS else fmt(m.get("statistic"))
         capped = " (off scale)" if w >= RATIO_CAP else ""
+        label = f"{method} {stat} vs threshold {fmt(m.get('threshold'))}{capped}"
+        mid, tx = top + 4 + row * (i + 0.5), x(w) + (right - left) * 0.01
         # a white box keeps the label readable where it crosses the threshold line
-        ax.text(w + xmax * 0.01, y, f"{name} {stat} vs threshold {fmt(m.get('threshold'))}{capped}", va="center",
-                fontsize=9, color=INK, bbox={"fc": "white", "ec": "none", "pad": 0.5})
-    ax.set_xlabel("decisive statistic ÷ threshold  (p-value methods: threshold ÷ p-value)  —  above 1 means drift")
-    ax.grid(axis="x", color="#E3E7EB")
-    ax.set_axisbelow(True)
-    return svg(fig, "scores")
+        bars.append({"y": round(mid - row * 0.35, 1), "w": round(x(w) - left, 1), "mid": mid, "name": name,
+                     "color": DRIFT if f.get("drifted") else OK, "tick": round(left - 3.5, 1), "nx": round(left - 6, 1),
+                     "ny": mid + 3.5,
+                     "label": label, "tx": round(tx, 1), "ty": mid + 3, "bx": round(tx - 2, 1), "by": mid - 7,
+                     "bw": round(len(label) * CHAR_WIDTH + 4, 1)})
+    ticks = nice_ticks(xmax, 9)
+    page = _SCORES_TEMPLATE.render(
+        w=WIDTH, h=bottom + 38, left=left, right=right, top=top, bottom=bottom, tick=bottom + 3.5, xlab=bottom + 15,
+        middle=round((left + right) / 2, 1), bar=round(row * 0.7, 1), one=x(1.0), bars=bars,
+        xticks=[{"x": x(t), "label": text} for t, text in zip(ticks, tick_labels(ticks), strict=True)])
+    return Markup(page)
 
 
-def _day_axis(ax: Any, days: list[str], max_ticks: int) -> None:
-    """Day ticks thinned to at most max_ticks labels, shown as MM-DD when the year adds nothing."""
-    step = max(1, math.ceil(len(days) / max_ticks))
-    ticks = list(range(0, len(days), step))
-    ax.set_xticks(ticks, [days[i][5:] if len(days[i]) == 10 else days[i] for i in ticks],
-                  rotation=45, ha="right", rotation_mode="anchor")
-    ax.grid(axis="y", color="#E3E7EB")
+_LINES = """<svg viewBox="0 0 {{ w }} {{ h }}" width="{{ w }}pt" height="{{ h }}pt" role="img" aria-label="{{ title }}">
+<g font-size="10" fill="#1D2329">
+{% for t in titles %}<text x="{{ t.x }}" y="{{ t.y }}" text-anchor="middle" font-size="{{ t.size }}"{% if t.bold %} font-weight="bold"{% endif %}>{{ t.text }}</text>
+{% endfor %}
+{% for p in panels %}
+{% for t in p.yticks %}<line x1="{{ p.left }}" x2="{{ p.right }}" y1="{{ t.y }}" y2="{{ t.y }}" stroke="#E3E7EB"/>
+<text x="{{ p.ylab }}" y="{{ t.base }}" text-anchor="end">{{ t.label }}</text>
+{% endfor %}
+{% for t in p.xticks %}<line x1="{{ t.x }}" x2="{{ t.x }}" y1="{{ p.bottom }}" y2="{{ p.tick }}" stroke="#8C99A6"/>
+<text text-anchor="end" transform="translate({{ t.at }} {{ p.xlab }}) rotate(-45)">{{ t.label }}</text>
+{% endfor %}
+<line x1="{{ p.left }}" x2="{{ p.left }}" y1="{{ p.top }}" y2="{{ p.bottom }}" stroke="#8C99A6"/>
+<line x1="{{ p.left }}" x2="{{ p.right }}" y1="{{ p.bottom }}" y2="{{ p.bottom }}" stroke="#8C99A6"/>
+{% if p.threshold is not none %}<line x1="{{ p.left }}" x2="{{ p.right }}" y1="{{ p.threshold }}" y2="{{ p.threshold }}" stroke="#D55E00" stroke-width="1.2" stroke-dasharray="4.4 1.9"/>
+{% endif %}
+{% if p.line %}<path d="{{ p.line }}" fill="none" stroke="{{ p.color }}" stroke-width="1.8"/>
+{% endif %}
+{% for pt in p.points %}<circle cx="{{ pt.x }}" cy="{{ pt.y }}" r="1.75" fill="{{ p.color }}"><title>{{ pt.title }}</title></circle>
+{% endfor %}
+{% for item in p.legend %}{% if item.dashed %}<line x1="{{ item.x1 }}" x2="{{ item.x2 }}" y1="{{ item.y }}" y2="{{ item.y }}" stroke="{{ item.color }}" stroke-width="1.2" stroke-dasharray="4.4 1.9"/>
+{% else %}<line x1="{{ item.x1 }}" x2="{{ item.x2 }}" y1="{{ item.y }}" y2="{{ item.y }}" stroke="{{ item.color }}" stroke-width="1.8"/>
+<circle cx="{{ item.mid }}" cy="{{ item.y }}" r="1.75" fill="{{ item.color }}"/>
+{% endif %}
+<text x="{{ item.tx }}" y="{{ item.y + 3 }}" font-size="9">{{ item.label }}</text>
+{% endfor %}
+{% endfor %}
+</g></svg>"""
+# beyond this many days the markers crowd into a thick line; only values standing alone between gaps keep theirs
+MARKED_DAYS = 60
 
 
-def _trend_line(ax: Any, n: int, values: Any, threshold: Any, color: str, label: str = "daily value") -> None:
-    """A statistic over days with its threshold as a dashed line, leaving headroom for a legend."""
+def _line_panel(slot: tuple[float, float, float, float], days: list[str], values: Any, threshold: Any, color: str,
+                label: str = "daily value", *, percent: bool = False, max_ticks: int = 14,
+                legend: bool = False) -> dict[str, Any]:
+    """A statistic over days in the slot (x0, x1, top, bottom), its threshold dashed, with headroom for a legend."""
+    x0, x1, top, bottom = slot
+    n = len(days)
     ys = series(values, n)
-    ax.plot(range(n), ys, "o-", color=color, ms=3.5, lw=1.8, label=label)
     thr = num(threshold)
-    if thr is not None:
-        ax.axhline(thr, color=DRIFT, ls="--", lw=1.2, label="threshold")
-    top = max([v for v in [*ys, thr] if v is not None and not math.isnan(v)], default=0.0)
-    ax.set_ylim(0, top * 1.35 or 1.0)
+    peak = max([v for v in [*ys, thr] if v is not None and not math.isnan(v)], default=0.0)
+    ymax = max(peak, 0.0) * 1.35 or 1.0
+    intervals = max(3, min(9, int((bottom - top) / 20)))
+    if percent:
+        yticks = _percent_ticks(ymax, intervals)
+    else:
+        ticks = nice_ticks(ymax, intervals)
+        yticks = list(zip(ticks, tick_labels(ticks), strict=True))
+    left = round(x0 + max(len(text) for _, text in yticks) * DIGIT_WIDTH + 10, 1)
+    right = round(x1 - 10, 1)
+
+    def x(i: float) -> float:  # matplotlib's 5% margins either side of the first and last day
+        return round(left + (right - left) * (i + 0.05 * (n - 1)) / (1.1 * (n - 1)), 1)
+
+    def y(v: float) -> float:
+        return round(bottom - (bottom - top) * min(max(v, 0.0), ymax) / ymax, 1)
+
+    line, points = [], []
+    for i, v in enumerate(ys):
+        if math.isnan(v):
+            continue
+        # a missing day breaks the line: the next value starts a new stretch
+        line.append(f"{'L' if i and not math.isnan(ys[i - 1]) else 'M'}{x(i)} {y(v)}")
+        alone = (i == 0 or math.isnan(ys[i - 1])) and (i == n - 1 or math.isnan(ys[i + 1]))
+        if n <= MARKED_DAYS or alone:
+            points.append({"x": x(i), "y": y(v), "title": f"{days[i]}: {pct(v) if percent else fmt(v)}"})
+    step = max(1, math.ceil(n / max_ticks))
+    items = [{"label": label, "color": color, "dashed": False}] + (
+        [{"label": "threshold", "color": DRIFT, "dashed": True}] if thr is not None else [])
+    lx = right - 32 - max(len(item["label"]) for item in items) * CHAR_WIDTH
+    return {
+        "left": left, "right": right, "top": top, "bottom": bottom, "ylab": round(left - 6, 1), "tick": bottom + 3.5,
+        "xlab": bottom + 10, "color": color, "line": "".join(line), "points": points,
+        "threshold": None if thr is None else y(thr),
+        "yticks": [{"y": y(t), "base": round(y(t) + 3.5, 1), "label": text} for t, text in yticks],
+        "xticks": [{"x": x(i), "at": round(x(i) + 4, 1), "label": days[i][5:] if len(days[i]) == 10 else days[i]}
+                   for i in range(0, n, step)],
+        "legend": [{**item, "x1": round(lx, 1), "x2": round(lx + 20, 1), "mid": round(lx + 10, 1),
+                    "tx": round(lx + 26, 1), "y": top + 8 + 14 * k} for k, item in enumerate(items)] if legend else [],
+    }
 
 
 def trend_chart(trend: dict[str, Any], dataset: dict[str, Any], prediction: dict[str, Any],
@@ -181,31 +267,35 @@ def trend_chart(trend: dict[str, Any], dataset: dict[str, Any], prediction: dict
         return None
     per_feature = trend.get("features") or {}
     top = [f for f in features if f.get("feature") in per_feature][:TOP_TREND_FEATURES]
-    fig = Figure(figsize=(13, 6.6 if top else 3.4), layout="constrained")
-    rows: Any = fig.subfigures(2, 1, height_ratios=[1.15, 1]) if top else [fig]
-    share, pred = rows[0].subplots(1, 2)
-    _trend_line(share, len(days), trend.get("share_drifted"), dataset.get("threshold"), REF, "share drifted")
-    share.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
-    share.set_title(f"Share of drifted features (threshold {pct(dataset.get('threshold'))})")
+    first = 245.0  # the first row: the share and the prediction side by side
+    h = 472.0 if top else first
+    half = WIDTH / 2
     method = prediction.get("method") or "statistic"
-    _trend_line(pred, len(days), trend.get("prediction"), prediction.get("threshold"), REF, method)
-    pred.set_title(f"Prediction drift: {method} (threshold {fmt(prediction.get('threshold'))})")
-    for ax in (share, pred):
-        _day_axis(ax, days, 14)
-        ax.legend(loc="best", fontsize=9)
+    panels = [_line_panel((0, half, 28, first - 40), days, trend.get("share_drifted"), dataset.get("threshold"), REF,
+                          "share drifted", percent=True, legend=True),
+              _line_panel((half, WIDTH, 28, first - 40), days, trend.get("prediction"), prediction.get("threshold"),
+                          REF, method, legend=True)]
+    heads = [f"Share of drifted features (threshold {pct(dataset.get('threshold'))})",
+             f"Prediction drift: {method} (threshold {fmt(prediction.get('threshold'))})"]
+    titles = [{"x": round((p["left"] + p["right"]) / 2, 1), "y": 16, "size": 11, "bold": True, "text": text}
+              for p, text in zip(panels, heads, strict=True)]
     if top:
-        rows[1].suptitle(f"Top {len(top)} features: decisive statistic per day (dashed: threshold)", fontsize=11)
-        axes = rows[1].subplots(1, TOP_TREND_FEATURES, squeeze=False)[0]
-        for ax, f in zip(axes, top, strict=False):
+        titles.append({"x": half, "y": first + 16, "size": 11, "bold": False,
+                       "text": f"Top {len(top)} features: decisive statistic per day (dashed: threshold)"})
+        slot = WIDTH / TOP_TREND_FEATURES  # fewer features leave their slots empty, as the small multiples stay put
+        for k, f in enumerate(top):
             m = decisive(f)
-            _trend_line(ax, len(days), per_feature.get(f.get("feature")), m.get("threshold"),
-                        DRIFT if f.get("drifted") else REF)
-            ax.set_title(f"{clip(f.get('feature'), 24)}\n{m.get('method') or ''} (thr {fmt(m.get('threshold'))})",
-                         fontsize=10)
-            _day_axis(ax, days, 5)
-        for ax in axes[len(top):]:
-            ax.set_visible(False)
-    return svg(fig, "trend")
+            p = _line_panel((k * slot, (k + 1) * slot, first + 56, h - 40), days, per_feature.get(f.get("feature")),
+                            m.get("threshold"), DRIFT if f.get("drifted") else REF, max_ticks=5)
+            panels.append(p)
+            center = round((p["left"] + p["right"]) / 2, 1)
+            titles += [{"x": center, "y": first + 36, "size": 10, "bold": True, "text": clip(f.get("feature"), 24)},
+                       {"x": center, "y": first + 48, "size": 10, "bold": True,
+                        "text": f"{m.get('method') or ''} (thr {fmt(m.get('threshold'))})"}]
+    page = _LINES_TEMPLATE.render(w=WIDTH, h=h, titles=titles, panels=panels,
+                                  title=f"Trend over {len(days)} days: share of drifted features, prediction drift"
+                                        f"{' and the top features' if top else ''}")
+    return Markup(page)
 
 
 def bars(plot: dict[str, Any]) -> tuple[list[str], list[float], list[float], int]:
@@ -244,16 +334,12 @@ _BARS = """<svg viewBox="0 0 {{ w }} {{ h }}" width="{{ w }}pt" height="{{ h }}p
 {% for item in legend %}<rect x="{{ item.x }}" y="6" width="14" height="8" fill="{{ item.color }}"/><text x="{{ item.x + 18 }}" y="14" font-size="9">{{ item.label }}</text>
 {% endfor %}
 </g></svg>"""
-# DejaVu Sans at 9 px: about 5.5 px per character, the width a label's slant is sized for
-CHAR_WIDTH = 5.5
 
 
-def _percent_ticks(top: float) -> list[tuple[float, str]]:
+def _percent_ticks(top: float, intervals: int = 5) -> list[tuple[float, str]]:
     """Round percentage ticks from 0 to at most `top` (a share), with as many decimals as their step needs."""
-    values = [t for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(0.0, top) if -1e-12 <= t <= top]
-    step = values[1] - values[0] if len(values) > 1 else top
-    decimals = next((d for d in range(4) if abs(round(step * 100, d) - step * 100) < 1e-9), 4)
-    return [(t, f"{t * 100:.{decimals}f}%") for t in values]
+    values = nice_ticks(top, intervals)
+    return list(zip(values, tick_labels(values, 100, "%"), strict=True))
 
 
 def distribution_chart(name: str, labels: list[str], ref: list[float], cur: list[float]) -> Markup | None:
@@ -377,6 +463,8 @@ _ENV = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters.update(fmt=fmt, pct=pct, anchor=anchor)
 _TEMPLATE = _ENV.from_string(PAGE)
 _BARS_TEMPLATE = _ENV.from_string(_BARS)
+_SCORES_TEMPLATE = _ENV.from_string(_SCORES)
+_LINES_TEMPLATE = _ENV.from_string(_LINES)
 
 
 def safe_href(url: Any) -> str | None:
@@ -397,10 +485,9 @@ def render_drift_report(summary: dict) -> str:
     dataset, prediction, trend, links = (section(summary, k) for k in ("dataset", "prediction", "trend", "links"))
     multivariate = section(summary, "multivariate")
     sample = multivariate.get("sample_rows")
-    with mpl.rc_context(_RC):
-        scores = scores_chart(features)
-        trend_svg = trend_chart(trend, dataset, prediction, features)
-        views = [feature_view(f) for f in features]
+    scores = scores_chart(features)
+    trend_svg = trend_chart(trend, dataset, prediction, features)
+    views = [feature_view(f) for f in features]
     page = _TEMPLATE.render(
         s=summary, ds=dataset, pred=prediction, mv=multivariate, ref=section(summary, "reference"),
         cur=section(summary, "current"), drifted=list(dataset.get("drifted_features") or []),

@@ -63,6 +63,8 @@ FEATURE_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
               ("tariff_plan", "region", "device_type")),
 }
 LABEL_TABLES: dict[str, tuple[str, str]] = {"labels": ("churned_30d", "int"), "spend_labels": ("spend_next_30d", "double")}
+ALL_NUMERIC = tuple(dict.fromkeys(c for numeric, _ in FEATURE_TABLES.values() for c in numeric))
+ALL_CATEGORICAL = tuple(dict.fromkeys(c for _, categorical in FEATURE_TABLES.values() for c in categorical))
 
 
 def _population(seed: int, chunk: int, rows: int) -> pd.DataFrame:
@@ -168,7 +170,24 @@ def generate_day(gen: GeneratorParams, spec: ModelSpec, day: date, rows: int, se
 
 def generate_chunk(gen: GeneratorParams, table: str, label_table: str, day: date, chunk: int, rows: int,
                    seed: int, delay_days: int) -> Day:
-    """One id chunk of one day of a feature table and a label table: the unit of parallel generation."""
+    """One id chunk of one day of a feature table and a label table."""
+    wide = generate_wide(gen, day, chunk, rows, seed)
+    numeric, categorical = FEATURE_TABLES[table]
+    return Day(features=wide[[KEY, *numeric, *categorical, "dt"]].copy(), labels=labels_of(wide, label_table, delay_days))
+
+
+def labels_of(wide: pd.DataFrame, label_table: str, delay_days: int) -> pd.DataFrame:
+    """A label table's rows from generated rows: the outcome, known `delay_days` after the day."""
+    column = LABEL_TABLES[label_table][0]
+    return pd.DataFrame({KEY: wide[KEY].to_numpy(), column: wide[column].to_numpy(),
+                         "available_at": wide["dt"] + timedelta(days=delay_days), "dt": wide["dt"]})
+
+
+def generate_wide(gen: GeneratorParams, day: date, chunk: int, rows: int, seed: int) -> pd.DataFrame:
+    """One id chunk of one day, every generated column: the unit of parallel generation.
+
+    Every feature table is a choice of these columns (`usage` is part of the same snapshot as
+    `features`), every label table one of the outcomes."""
     pop = _population(seed, chunk, rows)
     rng = _rng(seed, "day", day.isoformat(), chunk)
     f = _features(pop, day, gen.first_day, rng, gen.events)
@@ -178,18 +197,11 @@ def generate_chunk(gen: GeneratorParams, table: str, label_table: str, day: date
     if incident and day == incident.date:
         hit = rng.uniform(0, 1, rows) < incident.null_share
         f[incident.feature] = f[incident.feature].astype(float).where(~hit)
-    outcome = churned if label_table == "labels" else _spend(f, day, gen.events, _rng(seed, "spend", day.isoformat(),
-                                                                                      chunk))
-    numeric, categorical = FEATURE_TABLES[table]
-    features = f[[KEY, *numeric, *categorical]].copy()
-    features["dt"] = day
-    labels = pd.DataFrame({
-        KEY: f[KEY].to_numpy(),
-        LABEL_TABLES[label_table][0]: outcome,
-        "available_at": day + timedelta(days=delay_days),
-        "dt": day,
-    })
-    return Day(features=features, labels=labels)
+    wide = f[[KEY, *ALL_NUMERIC, *ALL_CATEGORICAL]].copy()
+    wide["churned_30d"] = churned
+    wide["spend_next_30d"] = _spend(f, day, gen.events, _rng(seed, "spend", day.isoformat(), chunk))
+    wide["dt"] = day
+    return wide
 
 
 def _spend(f: pd.DataFrame, day: date, events, rng: np.random.Generator) -> np.ndarray:
@@ -226,34 +238,64 @@ def label_schema(table: str) -> StructType:
                        StructField("available_at", DateType()), StructField("dt", DateType(), False)])
 
 
-def _distributed(lake, gen: GeneratorParams, spec: ModelSpec, days: list[date], rows: int, seed: int,
-                 part: str):
-    """Generate (day, chunk) units in parallel Spark tasks; `part` is features or labels."""
+def wide_schema() -> StructType:
+    """Every generated column: the features of every feature table and every outcome."""
+    return StructType([StructField(KEY, LongType(), False),
+                       *[StructField(c, LongType() if c in INTEGER_FEATURES else DoubleType()) for c in ALL_NUMERIC],
+                       *[StructField(c, StringType()) for c in ALL_CATEGORICAL],
+                       StructField("churned_30d", IntegerType()), StructField("spend_next_30d", DoubleType()),
+                       StructField("dt", DateType(), False)])
+
+
+def _distributed(lake, gen: GeneratorParams, days: list[date], rows: int, seed: int):
+    """Every generated column of the (day, chunk) units, generated in parallel Spark tasks."""
     units = [(d, c, n) for d in days for c, n in chunks(rows)]
-    table, label_table, delay = spec.table, spec.label.table, spec.label.delay_days
-    schema = feature_schema(table) if part == "features" else label_schema(label_table)
 
     def make(frames):
         for frame in frames:
             for row in frame.itertuples(index=False):
-                yield getattr(generate_chunk(gen, table, label_table, row.day, row.chunk, row.rows, seed, delay), part)
+                yield generate_wide(gen, row.day, row.chunk, row.rows, seed)
 
     seeds = lake.spark.createDataFrame(pd.DataFrame(units, columns=["day", "chunk", "rows"]))
-    return seeds.repartition(max(1, len(units))).mapInPandas(make, schema)
+    return seeds.repartition(max(1, len(units))).mapInPandas(make, wide_schema())
 
 
-def run(gen: GeneratorParams, spec: ModelSpec, lake, start: date, days: int, rows: int,
+def run(gen: GeneratorParams, specs: ModelSpec | list[ModelSpec], lake, start: date, days: int, rows: int,
         seed: int) -> dict[str, int]:
-    """Write the model's feature table for start..start+days-1 and the labels that become known on those days."""
-    check_tables(spec)
+    """Write the models' feature tables for start..start+days-1 and the labels that become known on those days.
+
+    One generation pass: the rows of every day needed (published, or labelled on a published
+    day) are generated once and kept, then each table is written from them; a table two
+    models read is written once."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    specs = [specs] if isinstance(specs, ModelSpec) else list(specs)
+    for spec in specs:
+        check_tables(spec)
     published = days_between(start, days)
-    lake.write_partitions(_distributed(lake, gen, spec, published, rows, seed, "features"), spec.table,
-                          {"source": f"batchloop generate (seed {seed})"})
-    counts = {"feature_days": len(published), "features_rows": len(published) * rows, "label_rows": 0}
-    labelled = label_days(gen, spec, published)
-    if labelled:
-        lake.write_partitions(_distributed(lake, gen, spec, labelled, rows, seed, "labels"), spec.label.table,
-                              {"source": f"batchloop generate (seed {seed})"})
-        counts["label_rows"] = len(labelled) * rows
+    feature_tables = list(dict.fromkeys(spec.table for spec in specs))
+    label_tables = {}  # label table -> (its delay, the days whose labels become known on the published days)
+    for spec in specs:
+        label_tables.setdefault(spec.label.table, (spec.label.delay_days, label_days(gen, spec, published)))
+    needed = sorted(set(published).union(*(d for _, d in label_tables.values())))
+    wide = _distributed(lake, gen, needed, rows, seed).persist(StorageLevel.MEMORY_AND_DISK)
+    source = {"source": f"batchloop generate (seed {seed})"}
+    counts = {"feature_days": len(published), "features_rows": 0, "label_rows": 0}
+    try:
+        for table in feature_tables:
+            columns = [f.name for f in feature_schema(table).fields]
+            lake.write_partitions(wide.where(F.col("dt").isin(published)).select(*columns), table, source)
+            counts["features_rows"] += len(published) * rows
+        for table, (delay, labelled) in label_tables.items():
+            if not labelled:
+                continue
+            column = LABEL_TABLES[table][0]
+            frame = wide.where(F.col("dt").isin(labelled)).select(
+                KEY, column, F.date_add("dt", delay).alias("available_at"), "dt")
+            lake.write_partitions(frame, table, source)
+            counts["label_rows"] += len(labelled) * rows
+    finally:
+        wide.unpersist()
     log.info("generated %s", counts)
     return counts

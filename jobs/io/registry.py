@@ -240,21 +240,3 @@ def load_booster(model: ResolvedModel):
     import mlflow
 
     return mlflow.lightgbm.load_model(model.uri)
-
-
-def model_archive(model: ResolvedModel) -> bytes:
-    """A registered version's MLflow model folder as tar.gz bytes: what a pyfunc scoring worker unpacks and loads."""
-    import io
-    import tarfile
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=model.uri)
-    except (MlflowException, OSError) as exc:
-        raise ModelNotFound(f"{model.uri}: its model files could not be downloaded: {exc}") from None
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(folder, arcname=".")
-    return buffer.getvalue()

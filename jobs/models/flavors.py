@@ -21,6 +21,7 @@ class (the last column of `predict_proba`); a regression model's is its predicti
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -33,7 +34,7 @@ import pandas as pd
 
 from jobs.config import ModelSpec
 from jobs.core.metrics import oriented, quality
-from jobs.errors import ConfigError, TrainingFailed
+from jobs.errors import ConfigError, ModelNotFound, TrainingFailed
 from jobs.models.encoding import Vocabulary, encode_pandas, learn_vocabulary
 from jobs.models.predict import to_scores
 
@@ -279,6 +280,49 @@ def kind_of(model_uri: str) -> str:
     from mlflow.models import get_model_info
 
     return BOOSTER if "lightgbm" in get_model_info(model_uri).flavors else PYFUNC
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """What scoring ships to its Python workers for one registered version, read from one download.
+
+    A booster travels as its LightGBM model text (its feature names read from it: LightGBM
+    itself is not imported here); any other flavor as its MLflow model folder (tar.gz) with
+    the input columns of its signature."""
+
+    kind: str
+    payload: str | bytes
+    names: list[str]
+
+
+def scoring_model(model_uri: str, spec: ModelSpec) -> ScoringModel:
+    """A registered version's model files, downloaded once, as scoring ships them."""
+    import io
+    import tarfile
+
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except (MlflowException, OSError) as exc:
+        raise ModelNotFound(f"{model_uri}: its model files could not be downloaded: {exc}") from None
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    flavors = mlmodel.get("flavors") or {}
+    if "lightgbm" in flavors:
+        text = (folder / flavors["lightgbm"].get("data", "model.lgb")).read_text()
+        names = next((line.split("=", 1)[1].split() for line in text.splitlines() if line.startswith("feature_names=")),
+                     None)
+        if not names:
+            raise ModelNotFound(f"{model_uri}: its LightGBM model file names no features")
+        return ScoringModel(BOOSTER, text, names)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(folder, arcname=".")
+    inputs = (mlmodel.get("signature") or {}).get("inputs")
+    names = [str(c["name"]) for c in json.loads(inputs) if c.get("name")] if inputs else []
+    return ScoringModel(PYFUNC, buffer.getvalue(), names or list(spec.features.all))
 
 
 def input_columns(model_uri: str, spec: ModelSpec) -> list[str]:

@@ -77,13 +77,9 @@ def load_scorer(model: registry.ResolvedModel, spec: ModelSpec) -> Scorer:
     profile = registry.load_json_artifact(model, PROFILE_ARTIFACT)
     ranges = {c: (v["min"], v["max"]) for c, v in profile["numeric"].items() if v.get("n")}
     golden = registry.load_json_artifact(model, GOLDEN_ARTIFACT)
-    if flavors.kind_of(model.uri) == flavors.BOOSTER:
-        booster = registry.load_booster(model)
-        return Scorer(model, booster.model_to_string(), list(booster.feature_name()),
-                      registry.load_json_artifact(model, VOCABULARY_ARTIFACT), ranges, golden, flavors.BOOSTER,
-                      spec.task)
-    return Scorer(model, registry.model_archive(model), flavors.input_columns(model.uri, spec), {}, ranges, golden,
-                  flavors.PYFUNC, spec.task)
+    files = flavors.scoring_model(model.uri, spec)
+    vocab = registry.load_json_artifact(model, VOCABULARY_ARTIFACT) if files.kind == flavors.BOOSTER else {}
+    return Scorer(model, files.payload, files.names, vocab, ranges, golden, files.kind, spec.task)
 
 
 def check_contract_version(model: registry.ResolvedModel, features: Contract, policy: ValidationParams) -> None:

@@ -41,9 +41,9 @@ def test_dag_files_import_without_errors_or_heavy_modules(tmp_path):
     assert set(dags) == {f"{kind}__{model}" for kind in ("score_daily", "monitor_performance", "retrain")
                          for model in ("churn", "spend")} | {"retro_test", "promote"}
     assert all(d["doc"] for d in dags.values())
-    assert dags["score_daily__churn"]["tasks"] == ["drift", "publish", "raise_drift_alarm", "score", "validate",
+    assert dags["score_daily__churn"]["tasks"] == ["drift", "publish", "raise_drift_alarm", "score",
                                                    "wait_for_features"]
     assert dags["retrain__churn"]["tasks"] == ["as_of_day", "evaluate", "gate", "policy", "promote",
-                                               "should_retrain", "snapshot", "train", "validate"]
+                                               "should_retrain", "snapshot", "train"]
     assert dags["retro_test"]["params"] == ["champion_as_of", "compare_to_production", "end", "model_name",
                                             "namespace", "start", "version"]

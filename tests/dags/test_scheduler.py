@@ -37,6 +37,7 @@ def airflow(services, dag_world, trained):
     ports = free_ports(["BATCHLOOP_AIRFLOW_PORT"])
     url = f"http://127.0.0.1:{ports['BATCHLOOP_AIRFLOW_PORT']}"
     config = {**services.config, "BATCHLOOP_AIRFLOW_PORT": str(ports["BATCHLOOP_AIRFLOW_PORT"]),
+              "BATCHLOOP_AIRFLOW_DB": "airflow_scheduler",
               "BATCHLOOP_AIRFLOW_URL": url, "BATCHLOOP_STATE_DIR": dag_world.env["BATCHLOOP_STATE_DIR"],
               **{k: dag_world.env[k] for k in ("BATCHLOOP_DVC_ROOT", "BATCHLOOP_PARAMS", "BATCHLOOP_SPARK_REMOTE",
                                               "BATCHLOOP_SPARK_CONNECT_PORT", "BATCHLOOP_LAKE_GC_GRACE_MINUTES")}}
@@ -61,8 +62,7 @@ def test_a_backfill_scores_each_day_through_the_scheduler(airflow, dag_world):
     for run in runs:
         states = client.task_states(SCORE_DAILY, run["dag_run_id"])
         assert {k: v for k, v in states.items() if k != "raise_drift_alarm"} == {
-            "wait_for_features": "success", "validate": "success", "score": "success", "drift": "success",
-            "publish": "success"}
+            "wait_for_features": "success", "score": "success", "drift": "success", "publish": "success"}
     rows = dag_world.sql(CHECKSUM)
     assert [(r["dt"], r["n"], r["v"]) for r in rows] == [("2026-02-11", 1500, "1"), ("2026-02-12", 1500, "1")]
     (Path(dag_world.root) / "first_backfill.json").write_text(json.dumps(
@@ -147,7 +147,7 @@ def test_the_api_requires_a_login(airflow):
                          timeout=10).status_code in (401, 403)
 
 
-SPARK_STEPS = ("validate", "score", "drift")
+SPARK_STEPS = ("score", "drift")
 
 
 def test_the_run_completes_when_the_scheduler_is_killed_and_restarted(airflow, dag_world):

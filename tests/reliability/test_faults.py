@@ -28,7 +28,7 @@ pytestmark = pytest.mark.reliability
 def fragile(tmp_path_factory):
     """An S3 server and an MLflow server of this module's own, which the tests stop and start."""
     stack = Stack(generate_config(tmp_path_factory.mktemp("fragile"), free_ports(list(DEFAULT_PORTS))))
-    stack.up({"s3", "mlflow"})
+    stack.up({"postgres", "s3", "mlflow"})
     yield stack
     stack.down()
 

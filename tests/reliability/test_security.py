@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,11 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.reliability
 
 SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AIRFLOW__API_AUTH__JWT_SECRET",
-               "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY", "SPARK_CONNECT_AUTHENTICATE_TOKEN")
-# where a credential is supposed to be: the S3 server's identity file and Airflow's generated password file
-CREDENTIAL_STORES = ("s3-identities.json", "simple_auth_manager_passwords.json.generated")
+               "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY", "SPARK_CONNECT_AUTHENTICATE_TOKEN",
+               "BATCHLOOP_POSTGRES_PASSWORD")
+# where a credential is supposed to be: the S3 server's identity file, Airflow's generated password file and
+# the PostgreSQL clients' password file
+CREDENTIAL_STORES = ("s3-identities.json", "simple_auth_manager_passwords.json.generated", "pgpass")
 
 
 def secrets(services, dag_world) -> dict[str, bytes]:
@@ -81,11 +83,18 @@ def test_no_credential_in_mlflow_params_tags_or_registry(services, dag_world, tr
 
 def test_no_credential_in_airflows_rendered_fields(services, dag_world, trained):
     wanted = secrets(services, dag_world)
-    databases = list(Path(dag_world.root).rglob("airflow.db"))
+    server = services.postgres()
+    with closing(server.connect()) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'airflow%'")
+        databases = [r[0] for r in cursor.fetchall()]
     rows = []
-    for db in databases:
-        with sqlite3.connect(db) as connection:
-            rows += [r[0] for r in connection.execute("SELECT rendered_fields FROM rendered_task_instance_fields")]
+    for database in databases:  # every Airflow database of the session: dag.test's, the scheduler tests'
+        with closing(server.connect(database)) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('rendered_task_instance_fields') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                continue  # created, never migrated (no Airflow ran on it)
+            cursor.execute("SELECT rendered_fields FROM rendered_task_instance_fields")
+            rows += [r[0] for r in cursor.fetchall()]
     hits = [h for i, r in enumerate(rows) for h in leaks(str(r).encode(), f"rendered field {i}", wanted)]
     assert databases and len(rows) > 10 and hits == []
 
