@@ -184,6 +184,7 @@ class ScoringParams(Frozen):
     contributions_top_k: int = Field(ge=0, le=50)
     arrow_batch_rows: int = Field(ge=1000, le=1_000_000)
     golden_tolerance: float = Field(ge=0)
+    compiled: bool = True  # tree boosters scored by their compiled predictor (lleaves), checked on the golden sample
 
 
 DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon", "kl", "chisquare"]
@@ -460,6 +461,11 @@ class Env(BaseSettings):
     @property
     def metastore(self) -> Path:
         return self.metastore_dir or self.state_dir / "metastore"
+
+    @property
+    def compiled_dir(self) -> Path:
+        """Where compiled tree models are cached on this host (jobs.models.compiled)."""
+        return self.state_dir / "compiled"
 
 
 @lru_cache(maxsize=1)

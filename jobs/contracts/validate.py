@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from jobs.config import ModelSpec, ValidationParams
 from jobs.contracts import contract as c
 from jobs.errors import ConfigError
 from jobs.io.lake import READ_ERRORS, unreadable
+from jobs.io.spark import keep
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ def validate_frame(df: DataFrame, contract: c.Contract, policy: ValidationParams
     """
     c.check_schema(df, contract, what)
     annotated = c.annotate(df, contract)
-    if persist:
-        annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        if persist:
+            annotated = keep(annotated)
         report = c.measure(annotated, contract, policy, what)
     except READ_ERRORS as exc:
         annotated.unpersist()

@@ -5,11 +5,15 @@ How close each one is to the same statistic computed on the raw values:
   numpy computation on the same bins (up to float rounding).
 - Kolmogorov-Smirnov is the largest CDF difference at the fine reference edges. Inside a
   bin the reference CDF rises by at most the reference mass strictly inside it, so the
-  result is within that mass (1/fine_bins for continuous data, less where values repeat)
-  of the exact statistic.
+  result is within that mass (1/fine_bins for continuous data) of the exact statistic.
+  Where the reference has values equal to an edge, the edges (jobs.core.reference.fine_edges)
+  include the double just below it, so both CDFs are known on either side of the point:
+  a point mass the current lies beside is measured exactly.
 - Wasserstein-1 integrates |F_ref - F_cur| bin by bin from counts and value sums per bin,
-  which is exact in every bin where the two CDFs do not cross; crossings fall in narrow
-  bins of the reference.
+  which is exact in every bin where the two CDFs do not cross. The fine edges add a grid
+  that keeps bins narrow where quantile bins are wide (heavy tails, and beyond the last
+  quantile out to the reference's extremes, which are edges too); beyond those the
+  reference CDF is flat at 0 or 1 and nothing crosses.
 """
 
 from __future__ import annotations

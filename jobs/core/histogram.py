@@ -192,6 +192,8 @@ class Sample:
         if p.size > self.size:
             keep = np.argpartition(p, self.size - 1)[: self.size]
             p, m = p[keep], m[keep]
+        order = np.argsort(p, kind="stable")  # in priority order: the same rows in the same order, however merged
+        p, m = p[order], m[order]
         self.priority, self.rows = p, m
 
     def merge(self, other: Sample) -> None:

@@ -1,7 +1,8 @@
 """Reference profiles: the distributions a model was trained on, stored with its version for drift.
 
-The fine bin edges of every numeric feature are exact quantiles of the training rows
-(which training holds in memory anyway); then one Spark histogram pass (jobs.core.histogram,
+The fine bin edges of every numeric feature start from exact quantiles of the training rows
+(which training holds in memory anyway), refined where bins alone would hide a difference
+(`fine_edges`); then one Spark histogram pass (jobs.core.histogram,
 the same code that counts a scoring day for drift) counts every feature exactly against
 them, per day, with a bounded row sample for the multivariate test. The holdout scores give
 the reference score distribution. Coarse bins (PSI, Jensen-Shannon, KL, chi-square) are
@@ -22,7 +23,7 @@ from jobs.core.histogram import CategoryCounts, NumericHistogram
 
 log = logging.getLogger(__name__)
 
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3  # 3: fine edges refined at the reference's atoms and by a grid (fine_edges)
 
 
 def quantile_levels(fine_bins: int) -> np.ndarray:
@@ -36,6 +37,49 @@ def coarse_indices(fine_edges: np.ndarray, fine_levels: np.ndarray, values_at_le
     at = np.searchsorted(fine_levels, wanted - 1e-12)
     coarse_values = np.unique(values_at_levels[np.minimum(at, len(values_at_levels) - 1)])
     return np.searchsorted(fine_edges, coarse_values)
+
+
+GRID_GROWTH = 1.02   # each grid bin is 2% wider than the one nearer the median
+GRID_MAX_EDGES = 1000  # per side: past that the grid grows faster
+
+
+def fine_edges(values_at_levels: np.ndarray, values: np.ndarray, fine_bins: int) -> np.ndarray:
+    """The fine bin edges of one numeric column of the reference (its finite values).
+
+    Three kinds of edge, merged and sorted:
+    - the quantiles at the levels i/fine_bins (`values_at_levels`): each bin holds at most
+      1/fine_bins of the reference, which bounds the Kolmogorov-Smirnov error by that mass;
+    - for every edge the reference has values equal to, the largest double below it, so
+      the bin just below the edge holds exactly those values: both sides' CDFs are then
+      known just left of the point as well as at it, and KS is exact where the reference
+      sits on a few values (a point mass the current lies beside);
+    - a grid around the median, spaced (q_hi - q_lo)/fine_bins there and 2% wider at each
+      step outward, out to the reference's minimum and maximum (edges too). Wasserstein
+      integrates |F_ref - F_cur| per bin from counts and sums, exact unless the two CDFs
+      cross inside a bin; where a heavy tail leaves quantile bins (and the bins beyond the
+      last quantile) wide, the grid keeps every bin narrow. Past the reference's extremes
+      its CDF is 0 or 1 and the CDFs cannot cross.
+    """
+    q = np.unique(np.asarray(values_at_levels, float))
+    x = np.sort(np.asarray(values, float))
+    x = x[np.isfinite(x)]
+    if q.size == 0 or x.size == 0:
+        return q
+    low, high = x[0], x[-1]
+    parts = [q, [low, high]]
+    center, step = float(np.median(x)), float((q[-1] - q[0]) / fine_bins)
+    reach = max(high - center, center - low)
+    if step > 0 and np.isfinite(step) and reach > 0:
+        steps = int(np.ceil(np.log1p(reach * (GRID_GROWTH - 1) / step) / np.log(GRID_GROWTH)))
+        if steps <= GRID_MAX_EDGES:
+            d = step * (GRID_GROWTH ** np.arange(0, steps + 1) - 1) / (GRID_GROWTH - 1)
+        else:
+            d = np.concatenate([[0.0], np.geomspace(step, reach, GRID_MAX_EDGES)])
+        grid = np.concatenate([center - d[::-1], center + d[1:]])
+        parts.append(grid[(grid > low) & (grid < high)])
+    edges = np.unique(np.concatenate(parts))
+    atoms = edges[np.searchsorted(x, edges, side="right") > np.searchsorted(x, edges, side="left")]
+    return np.unique(np.concatenate([edges, np.nextafter(atoms, -np.inf)]))
 
 
 def quantile_edges(frame, columns: tuple[str, ...], fine_bins: int) -> dict[str, np.ndarray]:
@@ -74,7 +118,7 @@ def score_histogram(scores: np.ndarray, fine_bins: int, bins: int) -> dict[str, 
     """The reference score distribution, exactly (the holdout fits in memory)."""
     levels = quantile_levels(fine_bins)
     values = np.quantile(scores, levels)
-    edges = np.unique(values)
+    edges = fine_edges(values, scores, fine_bins)
     h = NumericHistogram.empty(edges)
     h.add(np.asarray(scores, float))
     return numeric_entry(h, coarse_indices(edges, levels, values, bins))
@@ -129,7 +173,7 @@ def build_profile(rows: DataFrame, frame, spec: ModelSpec, drift: DriftParams, h
     """The reference profile of the training rows (Spark, and the same rows in pandas), JSON-ready."""
     levels = quantile_levels(drift.fine_bins)
     at_levels = quantile_edges(frame, spec.features.numeric, drift.fine_bins)
-    edges = {c: np.unique(v) for c, v in at_levels.items()}
+    edges = {c: fine_edges(v, frame[c].to_numpy(dtype=float), drift.fine_bins) for c, v in at_levels.items()}
     coarse = {c: coarse_indices(edges[c], levels, at_levels[c], drift.bins) if at_levels[c].size else np.array([], int)
               for c in edges}
     log.info("reference bin edges computed")

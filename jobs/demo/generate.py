@@ -267,8 +267,9 @@ def run(gen: GeneratorParams, specs: ModelSpec | list[ModelSpec], lake, start: d
     One generation pass: the rows of every day needed (published, or labelled on a published
     day) are generated once and kept, then each table is written from them; a table two
     models read is written once."""
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
+
+    from jobs.io.spark import keep
 
     specs = [specs] if isinstance(specs, ModelSpec) else list(specs)
     for spec in specs:
@@ -279,7 +280,7 @@ def run(gen: GeneratorParams, specs: ModelSpec | list[ModelSpec], lake, start: d
     for spec in specs:
         label_tables.setdefault(spec.label.table, (spec.label.delay_days, label_days(gen, spec, published)))
     needed = sorted(set(published).union(*(d for _, d in label_tables.values())))
-    wide = _distributed(lake, gen, needed, rows, seed).persist(StorageLevel.MEMORY_AND_DISK)
+    wide = keep(_distributed(lake, gen, needed, rows, seed))
     source = {"source": f"batchloop generate (seed {seed})"}
     counts = {"feature_days": len(published), "features_rows": 0, "label_rows": 0}
     try:

@@ -376,7 +376,7 @@ class Lake:
         location = self.location(table, day, by)
         if location is None:
             raise missing
-        df = self._only(self.read(table), by).where(F.col("dt") == F.lit(day))
+        df = self._files(location, table, day, by)
         manifest = self._manifest_at(location)
         if manifest is not None:
             empty = manifest.get("rows", 1) == 0
@@ -388,6 +388,21 @@ class Lake:
         if empty:
             raise missing
         return df
+
+    def _files(self, location: str, table: str, day: date, by: Keys) -> DataFrame:
+        """The committed files of one partition, read by their location, with its partition values as columns.
+
+        Read this way, a DataFrame's plan starts from the partition's files rather than from the
+        table: the metastore is asked once (for the location), not again each time a plan derived
+        from it is analysed, which under Spark Connect is at every action and every schema."""
+        try:
+            df = self.spark.read.parquet(location)
+            df.schema  # noqa: B018 - analyse now: a corrupt or foreign file fails here, at the read
+        except READ_ERRORS as exc:
+            raise unreadable(exc, f"{self.namespace}.{table} {partition_path(by, day)}") from None
+        keys = partition_keys(by)
+        return df.select(*[F.col(f"`{c}`") for c in df.columns if c != "dt" and c not in dict(keys)],
+                         *[F.lit(v).alias(c) for c, v in keys], F.lit(day).alias("dt"))
 
     def read_range(self, table: str, first: date, last: date, by: Keys = None) -> DataFrame:
         """Days first..last inclusive (of one model, `by`)."""

@@ -23,7 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.connect.client.retries import DefaultPolicy
 
 from jobs.config import Env
@@ -209,6 +210,20 @@ def first_line(exc: BaseException) -> str:
 def is_connect(spark: SparkSession) -> bool:
     """True for a Spark Connect session (no SparkContext, no JVM in this process)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def keep(df: DataFrame) -> DataFrame:
+    """df computed once and kept for the rest of the step (it is used by several actions).
+
+    Under Spark Connect every action and every schema sends the whole plan to the server to be
+    analysed again: a plan that reads a table, applies the contract's rules and carries a model
+    inside a Python function is re-read, re-resolved and re-planned each time. A local
+    checkpoint computes it once and leaves a reference to the result, so what is derived from it
+    is small. A classic driver keeps the plan itself: there, caching is enough (and survives a
+    lost executor by recomputing, which a local checkpoint would not)."""
+    if is_connect(df.sparkSession):
+        return df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def cores(spark: SparkSession) -> int:

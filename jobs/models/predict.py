@@ -2,8 +2,9 @@
 
 Each model travels with the scoring function: a booster as its model string, any other
 MLflow model as its saved folder (tar.gz). A worker builds each model on first use and
-keeps it for every later batch and task (Python workers are reused): boosters predict
-with one thread while Spark runs as many workers as cores. For boosters the feature
+keeps it for every later batch and task (Python workers are reused): a booster as its
+compiled predictor (jobs.models.compiled, loaded from the host's cache) unless the plan
+says otherwise, predicting with one thread while Spark runs as many workers as cores. For boosters the feature
 matrix arrives as one Arrow list column of doubles (missing values already NaN), read as
 a (rows x features) numpy view without copying column by column; a pyfunc model gets a
 pandas frame of its raw input columns (numbers as double, categories as text).
@@ -25,6 +26,7 @@ import pyarrow as pa
 # workers live across many steps; only the last few versions are kept.
 _BOOSTERS: OrderedDict[str, object] = OrderedDict()
 _PYFUNCS: OrderedDict[str, object] = OrderedDict()
+_COMPILED: OrderedDict[str, object] = OrderedDict()
 KEEP_BOOSTERS = 6
 
 
@@ -36,6 +38,8 @@ class Plan(NamedTuple):
     payload: str | bytes  # the booster's model string, or the pyfunc model's folder as tar.gz
     columns: list[str]  # the booster's encoded features, or the pyfunc model's input columns
     task: str  # binary (score: the positive class's probability) or regression
+    engine: str = "booster"  # a booster's: "compiled" (lleaves) or "booster" (LightGBM's own predict)
+    compiled_dir: str | None = None  # the host's cache of compiled models (jobs.models.compiled)
 
 
 def booster(key: str, model_string: str) -> object:
@@ -48,6 +52,27 @@ def booster(key: str, model_string: str) -> object:
             _BOOSTERS.popitem(last=False)
     _BOOSTERS.move_to_end(key)
     return _BOOSTERS[key]
+
+
+def compiled(key: str, model_string: str, directory: str | None) -> object:
+    """The compiled predictor for `key`, loaded (or compiled, once per host) on first use in this worker."""
+    if key not in _COMPILED:
+        from jobs.models import compiled as compiler
+
+        _COMPILED[key] = compiler.build(model_string, directory)
+        while len(_COMPILED) > KEEP_BOOSTERS:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(key)
+    return _COMPILED[key]
+
+
+def model_of(p: Plan) -> object:
+    """What predicts for one plan entry: a compiled predictor, a booster or a pyfunc model."""
+    if p.kind != "booster":
+        return pyfunc(p.key, bytes(p.payload))
+    if p.engine == "compiled":
+        return compiled(p.key, str(p.payload), p.compiled_dir)
+    return booster(p.key, str(p.payload))
 
 
 def pyfunc(key: str, archive: bytes) -> object:
@@ -101,15 +126,16 @@ def top_contributions(contrib: np.ndarray, names: list[str], k: int) -> pa.Array
 def score_batches(batches: Iterator[pa.RecordBatch], plan: list[Plan], width: int, names: list[str],
                   top_k: int) -> Iterator[pa.RecordBatch]:
     """(key, [x], ood, [raw columns]) batches -> (key, ood, score per model [, top features of the first])."""
-    models = [booster(p.key, str(p.payload)) if p.kind == "booster" else pyfunc(p.key, bytes(p.payload))
-              for p in plan]
+    models = [model_of(p) for p in plan]
     for batch in batches:
         X = matrix(batch.column("x"), width) if width else None
         frame = None
         arrays = [batch.column("key"), batch.column("ood_features")]
         out_names = ["key", "ood_features"]
         for i, (p, model) in enumerate(zip(plan, models, strict=True)):
-            if p.kind == "booster":
+            if p.kind == "booster" and p.engine == "compiled":
+                scores = model.predict(X)  # one thread
+            elif p.kind == "booster":
                 scores = model.predict(X, num_threads=1)
             else:
                 if frame is None:
@@ -119,7 +145,7 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: list[Plan], width: in
             arrays.append(pa.array(scores, pa.float64()))
             out_names.append(f"score_{i}")
         if top_k:
-            contrib = models[0].predict(X, num_threads=1, pred_contrib=True)
+            contrib = booster(plan[0].key, str(plan[0].payload)).predict(X, num_threads=1, pred_contrib=True)
             arrays.append(top_contributions(contrib, names, top_k))
             out_names.append("top_features")
         yield pa.RecordBatch.from_arrays(arrays, names=out_names)

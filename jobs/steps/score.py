@@ -11,11 +11,10 @@ replaced atomically with a manifest. Counts must reconcile: input = scored + qua
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -41,7 +40,8 @@ from jobs.io.registry import (
     VOCABULARY_ARTIFACT,
 )
 from jobs.io.spark import cores as spark_cores
-from jobs.models import flavors, predict
+from jobs.io.spark import keep
+from jobs.models import compiled, flavors, predict
 from jobs.models.encoding import model_matrix
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Scorer:
     golden: dict[str, Any]
     kind: str = flavors.BOOSTER
     task: str = "binary"
+    engine: str = "booster"  # a booster's: "compiled" (lleaves) or "booster"
 
     @property
     def key(self) -> str:
@@ -119,7 +120,7 @@ def ood_count(scorer: Scorer) -> F.Column:
 
 
 def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, batch_rows: int,
-                  categorical: tuple[str, ...] = ()) -> DataFrame:
+                  categorical: tuple[str, ...] = (), compiled_dir: str | None = None) -> DataFrame:
     """(key, ood_features, score_0[, score_1][, top_features]) for every row of df, in one pass."""
     spark = df.sparkSession
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
@@ -132,7 +133,7 @@ def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, ba
     # the model strings (boosters) and saved folders (pyfunc models) travel inside the function, which
     # Spark ships to the workers once per task (pickled, in both Spark modes); a worker builds each
     # model once and keeps it (predict.booster, predict.pyfunc)
-    plan = [predict.Plan(s.key, s.kind, s.payload, s.names, s.task) for s in scorers]
+    plan = [predict.Plan(s.key, s.kind, s.payload, s.names, s.task, s.engine, compiled_dir) for s in scorers]
     width, names = (len(first.names), first.names) if boosters else (0, [])
     raw = sorted({n for s in scorers if s.kind == flavors.PYFUNC for n in s.names})
     key_type = df.schema[key].dataType
@@ -168,8 +169,20 @@ def lineage_columns(scores: DataFrame, index: int, key: str, scorer: Scorer, run
 
 
 def check_golden(spark, scorer: Scorer, data_key: str, input_schema: T.StructType, tolerance: float,
-                 batch_rows: int, categorical: tuple[str, ...]) -> float:
-    """Re-score the golden sample through the same Spark path; refuse when scores differ from training's.
+                 batch_rows: int, categorical: tuple[str, ...], compiled_dir: str | None = None) -> float:
+    """Re-score the golden sample through the same Spark path; refuse when scores differ from training's."""
+    worst = golden_difference(spark, scorer, data_key, input_schema, batch_rows, categorical, compiled_dir)
+    if worst > tolerance:
+        raise GoldenSampleMismatch(
+            f"{scorer.model.uri} scores its golden sample differently here than in training (largest difference "
+            f"{worst:.3g} > {tolerance:g}): the scoring environment (LightGBM, numpy, encoding) differs from the "
+            "training one. Align library versions or retrain")
+    return worst
+
+
+def golden_difference(spark, scorer: Scorer, data_key: str, input_schema: T.StructType, batch_rows: int,
+                      categorical: tuple[str, ...], compiled_dir: str | None = None) -> float:
+    """The largest difference between the golden sample's scores here and the ones training recorded.
 
     The sample's rows take the types of the day's input (the table they were drawn from)."""
     golden = scorer.golden
@@ -180,14 +193,35 @@ def check_golden(spark, scorer: Scorer, data_key: str, input_schema: T.StructTyp
             for i, r in enumerate(golden["rows"])]
     df = spark.createDataFrame(rows, schema)
     got = {r["key"]: r["score_0"] for r in predict_frame(df, "__golden_row", [scorer], 0, batch_rows,
-                                                         categorical).collect()}
-    worst = max(abs(got[i] - v) for i, v in enumerate(golden["scores"]))
-    if worst > tolerance:
-        raise GoldenSampleMismatch(
-            f"{scorer.model.uri} scores its golden sample differently here than in training (largest difference "
-            f"{worst:.3g} > {tolerance:g}): the scoring environment (LightGBM, numpy, encoding) differs from the "
-            "training one. Align library versions or retrain")
-    return worst
+                                                         categorical, compiled_dir).collect()}
+    return max(abs(got[i] - v) for i, v in enumerate(golden["scores"]))
+
+
+def checked_engine(spark, scorer: Scorer, spec: ModelSpec, input_schema: T.StructType, compiled_dir: str) -> Scorer:
+    """The scorer with the engine it will score with, its golden sample checked through that engine.
+
+    A booster is scored by its compiled predictor when `scoring.compiled` is on and lleaves can
+    compile it; should the compiled predictor's golden-sample scores differ from the booster's
+    (recorded at training) by more than the tolerance, it is scored by the booster instead, with a
+    warning. Any other mismatch is refused (GoldenSampleMismatch)."""
+    tolerance, batch_rows = spec.scoring.golden_tolerance, spec.scoring.arrow_batch_rows
+    if scorer.kind == flavors.BOOSTER and spec.scoring.compiled:
+        reason = compiled.unsupported(str(scorer.payload))
+        if reason is None:
+            candidate = replace(scorer, engine="compiled")
+            worst = golden_difference(spark, candidate, spec.key, input_schema, batch_rows,
+                                      spec.features.categorical, compiled_dir)
+            if worst <= tolerance:
+                log.info("golden sample of %s, compiled: largest difference %.3g", scorer.model.uri, worst)
+                return candidate
+            log.warning("%s: its compiled predictor differs from the booster on the golden sample by %.3g "
+                        "(> scoring.golden_tolerance %g); scoring with the booster", scorer.model.uri, worst, tolerance)
+        else:
+            log.warning("%s cannot be compiled (%s); scoring with the booster", scorer.model.uri, reason)
+    worst = check_golden(spark, scorer, spec.key, input_schema, tolerance, batch_rows, spec.features.categorical,
+                         compiled_dir)
+    log.info("golden sample of %s: largest difference %.3g", scorer.model.uri, worst)
+    return scorer
 
 
 def _typed(value: Any, data_type: T.DataType) -> Any:
@@ -248,10 +282,8 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
     require_columns(spec, features, spec.table, (spec.key,))
     for s in scorers:
         check_signature(features, s, spec)
-    for s in scorers:
-        worst = check_golden(spark, s, spec.key, features.schema, spec.scoring.golden_tolerance, batch_rows,
-                             spec.features.categorical)
-        log.info("golden sample of %s: largest difference %.3g", s.model.uri, worst)
+    compiled_dir = str(env.compiled_dir)
+    scorers = [checked_engine(spark, s, spec, features.schema, compiled_dir) for s in scorers]
     _size_partitions(source, spec.table, day)
 
     run_id = lineage.run_id()
@@ -266,8 +298,8 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
     raise_on_failure(checked.report, checked.text)
 
     top_k = spec.scoring.contributions_top_k
-    scored = predict_frame(checked.passed, spec.key, scorers, top_k, batch_rows, spec.features.categorical) \
-        .persist(StorageLevel.MEMORY_AND_DISK)
+    scored = keep(predict_frame(checked.passed, spec.key, scorers, top_k, batch_rows, spec.features.categorical,
+                                compiled_dir))
     scored_at = datetime.now(UTC)
     outputs = {"scores": lineage_columns(scored, 0, spec.key, scorers[0], run_id, scored_at, bool(top_k))}
     if challenger:

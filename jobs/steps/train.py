@@ -38,7 +38,7 @@ from jobs.io.registry import (
     VOCABULARY_ARTIFACT,
     WINDOW_ARTIFACT,
 )
-from jobs.models import flavors
+from jobs.models import compiled, flavors
 from jobs.steps import snapshot as snapshots
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Tr
             f"could not store the training run's artifacts and model through the MLflow server at "
             f"{env.mlflow_tracking_uri} (is its artifact store, S3, up?); nothing was registered: "
             f"{str(exc).splitlines()[0][:300]}") from None
+    compile_at_registration(spec, client, env, version)
     registry.move_alias(client, spec.name, registry.CHALLENGER, version,
                         f"trained on {window.first}..{window.last}", window.as_of + timedelta(days=1),
                         lineage.run_id())
@@ -132,6 +133,31 @@ def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Tr
     log.info("registered %s as @challenger: holdout %s %.4f (train %.4f), snapshot %s", model.uri, primary,
              q_holdout[primary], q_train[primary], record.md5)
     return Trained(model, metrics, window)
+
+
+def compile_at_registration(spec: ModelSpec, client, env: Env, version: str) -> float | None:
+    """A registered booster compiled into this host's cache now, so scoring only loads it.
+
+    The time it took goes on the training run (`compile_seconds`) and, with the compiler, on the
+    version's tags; a booster lleaves cannot compile is tagged with the reason and scored by the
+    booster."""
+    if not spec.scoring.compiled:
+        return None
+    resolved = registry.resolve(client, f"models:/{spec.name}/{version}")
+    files = flavors.scoring_model(resolved.uri, spec)
+    if files.kind != flavors.BOOSTER:
+        return None
+    reason = compiled.unsupported(str(files.payload))
+    if reason:
+        client.set_model_version_tag(spec.name, version, "compiled", f"no: {reason}")
+        return None
+    built = compiled.build(str(files.payload), env.compiled_dir)
+    seconds = built.compile_seconds or 0.0
+    client.set_model_version_tag(spec.name, version, "compiled", f"{compiled.engine()} for {compiled.cpu()}")
+    client.set_model_version_tag(spec.name, version, "compile_seconds", f"{seconds:.2f}")
+    client.log_metric(resolved.run_id, "compile_seconds", seconds)
+    log.info("compiled %s in %.1f s (%s)", resolved.uri, seconds, compiled.engine())
+    return seconds
 
 
 def _log_and_register(spec: ModelSpec, client, fitted: flavors.Fitted, example: pd.DataFrame,

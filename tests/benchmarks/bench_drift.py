@@ -143,6 +143,32 @@ def verdicts_agree(result: dict, exact: dict) -> list[str]:
     return differ
 
 
+def jvm_binning(features, profile: dict) -> int:
+    """The JVM alternative to the Python fold, reduced to its core (a lower bound on its work):
+    every numeric feature binned among the same edges by Spark ML's Bucketizer (a binary search
+    in the JVM, on -x among the negated edges: its buckets are left-closed, ours right-closed),
+    unpivoted with `stack` and counted per (column, bin) with value sums in one hash aggregation.
+    No categorical counts, no sample, no statistics. Returns the number of (column, bin) cells."""
+    from pyspark.ml.feature import Bucketizer
+    from pyspark.sql import functions as F
+
+    cols = {f"b{i}": c for i, c in enumerate(NUMERIC)}
+    edges = {b: np.asarray(profile["numeric"][c]["edges"], float) for b, c in cols.items()}
+    x = {c: F.when(F.isnan(F.col(c)), None).otherwise(F.col(c)) for c in NUMERIC}
+    df = features.select(*[x[c].alias(c) for c in NUMERIC], *[(-(x[c] + F.lit(0.0))).alias(f"{b}_neg")
+                                                              for b, c in cols.items()])
+    df = Bucketizer(splitsArray=[[-np.inf, *(-(e[::-1])).tolist(), np.inf] for e in edges.values()],
+                    inputCols=[f"{b}_neg" for b in cols], outputCols=[f"{b}_bucket" for b in cols],
+                    handleInvalid="keep").transform(df)
+    entries = []
+    for i, (b, c) in enumerate(cols.items()):
+        entries += [F.lit(i).cast("long") * F.lit(1 << 32) + (F.lit(edges[b].size) - F.col(f"{b}_bucket")).cast("long"),
+                    F.col(c)]
+    cells = df.select(F.stack(F.lit(len(cols)), *entries).alias("cell", "v")).where(F.col("v").isNotNull()) \
+        .groupBy("cell").agg(F.count(F.lit(1)).alias("n"), F.sum("v").alias("s"))
+    return cells.toArrow().num_rows
+
+
 def evidently_report(ref: pd.DataFrame, cur: pd.DataFrame):
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from evidently import DataDefinition, Dataset, Report
@@ -195,6 +221,11 @@ def main() -> None:
         with PeakMemory() as peak:
             job_s, job_runs = timed(job)
         result = job()
+        with PeakMemory() as peak:
+            jvm_s, jvm_runs = timed(lambda: jvm_binning(features, profile), repeats=1)
+        figures["jvm_binning_core"] = {"seconds": round(jvm_s, 2), "current_rows_per_s": round(cur_rows / jvm_s),
+                                       "peak_rss_gib": peak.gib,
+                                       "what": "Bucketizer + stack + one hash aggregation, numeric counts and sums only"}
         figures["batchloop"] = {"median_s": round(job_s, 2), "runs_s": [round(x, 2) for x in job_runs],
                                 "current_rows_per_s": round(cur_rows / job_s), "peak_rss_gib": peak.gib,
                                 "share_drifted": result["dataset"]["share_drifted"],
@@ -230,7 +261,7 @@ def main() -> None:
         "categorical": len(CATEGORICAL), "spark": f"local[{cores}]", **figures,
         "speedup_vs_evidently": round(ev["seconds"] / figures["batchloop"]["median_s"], 1) if ev else None,
         "speedup_vs_evidently_incl_profile": round(ev["seconds"] / total_s, 1) if ev else None,
-        "goal_speedup_at_least": 10, "goal_rows_per_s_at_least": 1_000_000,
+        "goal_speedup_at_least": 10, "goal_rows_per_s_at_least": 1_500_000,
         "accuracy_goals": {"psi": 1e-9, "jensenshannon": 1e-9, "chisquare": 1e-9, "ks": 0.002, "wasserstein": 0.01},
     }
     path = write("drift", result_json)
@@ -240,6 +271,9 @@ def main() -> None:
     print(f"  {'':52} {'seconds':>8} {'rows/s':>12} {'peak RSS':>9}")
     print(f"  {'batchloop drift job (one Spark pass + statistics)':52} {b['median_s']:8.2f} "
           f"{b['current_rows_per_s']:12,} {b['peak_rss_gib']:7.2f} GiB")
+    j = figures["jvm_binning_core"]
+    print(f"  {'JVM binning, its core only (Bucketizer + stack + agg)':52} {j['seconds']:8.2f} "
+          f"{j['current_rows_per_s']:12,} {j['peak_rss_gib']:7.2f} GiB")
     print(f"  {'batchloop reference profile (at training time)':52} {figures['reference_profile']['seconds']:8.2f}"
           f" {'':12} {figures['reference_profile']['peak_rss_gib']:7.2f} GiB")
     if ev:

@@ -11,9 +11,10 @@ import exact_drift
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from jobs.core import drift_stats, histogram
-from jobs.core.reference import coarse_indices, quantile_levels
+from jobs.core.reference import coarse_indices, fine_edges, quantile_levels
 from jobs.io import registry
 from jobs.steps import drift
 from jobs.steps import score as scoring
@@ -86,6 +87,24 @@ def test_one_pass_statistics_match_exact_computations(spark, spec, name):
         assert ours["cat_jensenshannon"] > t.jensenshannon
     if name == "quality_incident":
         assert c.numeric["x"].missing == int(cur["x"].isna().sum()) and c.categorical["c"].missing > 0
+
+
+@pytest.mark.parametrize("shape", ["point_mass", "student_t_1.5"])
+def test_ks_and_wasserstein_are_close_to_exact_on_a_point_mass_and_on_heavy_tails(spark, shape):
+    # given a reference on one value (the current beside it), or heavy tails on both sides
+    rng = np.random.default_rng(7)
+    if shape == "point_mass":
+        ref, cur = np.full(100_000, 5.0), rng.normal(4.5, 1.0, 50_000)
+    else:
+        ref, cur = rng.standard_t(1.5, 100_000), rng.standard_t(1.5, 50_000) + 0.2
+    # when both are folded by the Spark job on the edges a reference profile uses
+    edges = fine_edges(np.quantile(ref, quantile_levels(FINE)), ref, FINE)
+    frames = [spark.createDataFrame(pd.DataFrame({"x": v, "k": np.arange(v.size)})) for v in (ref, cur)]
+    r, c = (histogram.overall(histogram.collect(f, {"x": edges}, ())).numeric["x"] for f in frames)
+    # then KS and Wasserstein match scipy on the raw values
+    assert abs(drift_stats.ks(r.counts, c.counts)[0] - exact_drift.numeric(ref, cur, edges)["ks"]) <= 0.002
+    w = drift_stats.wasserstein(edges, (r.counts, r.sums, r.min, r.max), (c.counts, c.sums, c.min, c.max))
+    assert w == pytest.approx(stats.wasserstein_distance(ref, cur), rel=0.01)
 
 
 class Recorder(BaseHTTPRequestHandler):

@@ -182,7 +182,29 @@ def test_an_empty_or_missing_input_partition_fails_before_anything_is_written(ch
         scoring.run(p, absent, absent, env, DAY)
 
 
-def test_a_golden_sample_mismatch_fails_before_anything_is_written(champion, lake, env, tmp_path):
+def test_a_booster_is_scored_compiled_with_the_boosters_scores(champion, lake, env):
+    # given the champion, compiled when it was registered (the time it took is on the version)
+    from dataclasses import replace
+
+    p, model = champion
+    client = registry.client(env.mlflow_tracking_uri)
+    tags = client.get_model_version("churn_it", model.version).tags
+    assert tags["compiled"].startswith("lleaves ") and float(tags["compile_seconds"]) > 0
+    assert list(env.compiled_dir.glob("*.o"))
+    # when scoring picks its engine (checking the golden sample through it)
+    features = lake.read_partition(p.table, DAY)
+    scorer = scoring.checked_engine(lake.spark, scoring.load_scorer(model, p), p, features.schema,
+                                    str(env.compiled_dir))
+    # then it is the compiled predictor, and every row's score equals the booster's within 1e-12
+    assert scorer.engine == "compiled"
+    both = [scoring.predict_frame(features, p.key, [s], 0, 1000, p.features.categorical, str(env.compiled_dir))
+            .select(F.col("key"), F.col("score_0").alias(s.engine)) for s in (scorer, replace(scorer, engine="booster"))]
+    worst = both[0].join(both[1], "key").agg(F.max(F.abs(F.col("compiled") - F.col("booster"))).alias("d"),
+                                             F.count(F.lit(1)).alias("n")).first()
+    assert worst["n"] == features.count() and worst["d"] < 1e-12
+
+
+def test_a_golden_sample_mismatch_fails_before_anything_is_written(champion, lake, env, tmp_path, caplog):
     # given a version whose recorded golden scores are not what this environment computes
     import mlflow
 
@@ -204,7 +226,9 @@ def test_a_golden_sample_mismatch_fails_before_anything_is_written(champion, lak
     # when it is asked to score
     with pytest.raises(GoldenSampleMismatch, match="largest difference 1e-06"):
         scoring.run(p, lake, target, env, DAY, model_ref=f"models:/churn_golden_test/{info.registered_model_version}")
-    # then nothing was written
+    # then the compiled predictor was tried first and given up for the booster, which is refused too
+    assert "its compiled predictor differs from the booster on the golden sample" in caplog.text
+    # and nothing was written
     assert nothing_written(target, DAY, p)
     assert run.info.run_id
 

@@ -5,6 +5,7 @@ from scipy.spatial.distance import jensenshannon
 
 from jobs.core import drift_stats
 from jobs.core.histogram import CategoryCounts, NumericHistogram
+from jobs.core.reference import fine_edges, quantile_levels
 from jobs.steps import drift
 
 
@@ -38,6 +39,41 @@ def test_ks_and_wasserstein_from_fine_bins_are_close_to_exact(shift, scale):
     assert abs(drift_stats.ks(r.counts, c.counts)[0] - stats.ks_2samp(ref, cur).statistic) <= 0.002
     w = drift_stats.wasserstein(edges, (r.counts, r.sums, r.min, r.max), (c.counts, c.sums, c.min, c.max))
     assert w == pytest.approx(stats.wasserstein_distance(ref, cur), rel=0.01)
+
+
+SHAPES = {
+    # the reference on one value, the current beside it: its mass left of 5.0 is the whole statistic
+    "point_mass": lambda rng: (np.full(100_000, 5.0), rng.normal(4.5, 1.0, 80_000)),
+    # heavy tails: quantile bins (and the bins past the last quantile) span hundreds of units
+    "student_t_1.5": lambda rng: (rng.standard_t(1.5, 100_000), rng.standard_t(1.5, 80_000)),
+    "student_t_1.5_shifted": lambda rng: (rng.standard_t(1.5, 100_000), rng.standard_t(1.5, 80_000) + 0.3),
+    "discrete": lambda rng: (rng.poisson(3.0, 100_000).astype(float), rng.poisson(3.4, 80_000).astype(float)),
+    "zeros_and_negative_zeros": lambda rng: (np.r_[np.zeros(50_000), -np.zeros(500), rng.exponential(1, 50_000)],
+                                             np.r_[-np.zeros(30_000), np.zeros(10_000), rng.exponential(1.3, 40_000)]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_ks_and_wasserstein_on_the_reference_edges_are_close_to_exact_whatever_the_shape(shape):
+    # given a reference and a current of the shape, binned on the edges a reference profile uses
+    ref, cur = SHAPES[shape](np.random.default_rng(3))
+    edges = fine_edges(np.quantile(ref, quantile_levels(4000)), ref, 4000)
+    r, c = hist(ref, edges), hist(cur, edges)
+    # then KS is within the bins' resolution and Wasserstein within 1% of scipy on the raw values
+    exact_ks = stats.ks_2samp(ref, cur).statistic
+    assert abs(drift_stats.ks(r.counts, c.counts)[0] - exact_ks) <= 0.002, exact_ks
+    w = drift_stats.wasserstein(edges, (r.counts, r.sums, r.min, r.max), (c.counts, c.sums, c.min, c.max))
+    assert w == pytest.approx(stats.wasserstein_distance(ref, cur), rel=0.01)
+
+
+def test_a_point_mass_reference_shows_the_current_beside_it():
+    # a constant 5.0 against N(4.5, 1): 69% of the current lies below the reference's only value
+    rng = np.random.default_rng(4)
+    ref, cur = np.full(100_000, 5.0), rng.normal(4.5, 1.0, 80_000)
+    edges = fine_edges(np.quantile(ref, quantile_levels(4000)), ref, 4000)
+    d = drift_stats.ks(hist(ref, edges).counts, hist(cur, edges).counts)[0]
+    assert d == pytest.approx(np.mean(cur < 5.0), abs=1e-12)
+    assert d == pytest.approx(stats.ks_2samp(ref, cur).statistic, abs=1e-12)
 
 
 def test_mmd_finds_a_joint_shift_that_each_margin_hides():

@@ -73,3 +73,16 @@ def test_histograms_with_and_without_the_bin_index_agree():
     fast.add(x, histogram.BinIndex(edges))
     plain.add(x)
     assert fast.counts.tolist() == plain.counts.tolist() and np.array_equal(fast.sums, plain.sums)
+
+
+def test_a_sample_keeps_the_smallest_priorities_in_priority_order_whatever_the_merge_order():
+    rng = np.random.default_rng(0)
+    prio = rng.permutation(1000).astype(np.int64)
+    rows = prio[:, None].astype(float) * np.array([[1.0, -1.0]])
+    one, two = histogram.Sample(10, ("a", "b")), histogram.Sample(10, ("a", "b"))
+    for part in np.array_split(np.arange(1000), 7):
+        one.add(prio[part], rows[part])
+    for part in np.array_split(np.arange(1000)[::-1], 3):
+        two.add(prio[part], rows[part])
+    assert one.priority.tolist() == two.priority.tolist() == list(range(10))
+    assert one.rows[:, 0].tolist() == list(range(10)) and np.array_equal(one.rows, two.rows)
