@@ -59,7 +59,8 @@ test: install ## run the tests (unit, integration on real local services, DAGs, 
 	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.lock
-	$(UV) pip install --compile-bytecode --python $(PY) -r requirements-bench.lock
+	@# --no-deps: the lock is complete; resolving again would pull in pyspark-client (see $(STAMP))
+	$(UV) pip install --no-deps --compile-bytecode --python $(PY) -r requirements-bench.lock
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) ## benchmarks (not part of make test): validation, scoring, drift, DAG-run latency, beside their baselines
