@@ -189,11 +189,8 @@ class Sample:
             return
         p = np.concatenate([self.priority, priority]) if self.priority.size else priority
         m = np.vstack([self.rows, matrix]) if self.rows.size else matrix
-        if p.size > self.size:
-            keep = np.argpartition(p, self.size - 1)[: self.size]
-            p, m = p[keep], m[keep]
-        order = np.argsort(p, kind="stable")  # in priority order: the same rows in the same order, however merged
-        p, m = p[order], m[order]
+        keep = np.argsort(p, kind="stable")[: self.size]  # in priority order, however the parts were merged
+        p, m = p[keep], m[keep]
         self.priority, self.rows = p, m
 
     def merge(self, other: Sample) -> None:

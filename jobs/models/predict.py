@@ -4,8 +4,8 @@ Each model travels with the scoring function: a booster as its model string, any
 MLflow model as its saved folder (tar.gz). A worker builds each model on first use and
 keeps it for every later batch and task (Python workers are reused): a booster as its
 compiled predictor (jobs.models.compiled, loaded from the host's cache) unless the plan
-says otherwise, predicting with one thread while Spark runs as many workers as cores. For boosters the feature
-matrix arrives as one Arrow list column of doubles (missing values already NaN), read as
+says otherwise, predicting with one thread while Spark runs as many workers as cores.
+For boosters the feature matrix arrives as one Arrow list column of doubles (missing values already NaN), read as
 a (rows x features) numpy view without copying column by column; a pyfunc model gets a
 pandas frame of its raw input columns (numbers as double, categories as text).
 """
@@ -16,7 +16,7 @@ import io
 import tarfile
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -42,28 +42,47 @@ class Plan(NamedTuple):
     compiled_dir: str | None = None  # the host's cache of compiled models (jobs.models.compiled)
 
 
+def _kept(store: OrderedDict[str, object], key: str, build: Callable[[], object]) -> object:
+    """store[key], built on first use; only the KEEP_BOOSTERS most recently used are kept."""
+    if key not in store:
+        store[key] = build()
+        while len(store) > KEEP_BOOSTERS:
+            store.popitem(last=False)
+    store.move_to_end(key)
+    return store[key]
+
+
 def booster(key: str, model_string: str) -> object:
     """The booster for `key` (model name/version), built once per worker process from its model string."""
-    if key not in _BOOSTERS:
+    def build():
         import lightgbm as lgb
 
-        _BOOSTERS[key] = lgb.Booster(model_str=model_string)
-        while len(_BOOSTERS) > KEEP_BOOSTERS:
-            _BOOSTERS.popitem(last=False)
-    _BOOSTERS.move_to_end(key)
-    return _BOOSTERS[key]
+        return lgb.Booster(model_str=model_string)
+
+    return _kept(_BOOSTERS, key, build)
 
 
 def compiled(key: str, model_string: str, directory: str | None) -> object:
     """The compiled predictor for `key`, loaded (or compiled, once per host) on first use in this worker."""
-    if key not in _COMPILED:
+    def build():
         from jobs.models import compiled as compiler
 
-        _COMPILED[key] = compiler.build(model_string, directory)
-        while len(_COMPILED) > KEEP_BOOSTERS:
-            _COMPILED.popitem(last=False)
-    _COMPILED.move_to_end(key)
-    return _COMPILED[key]
+        return compiler.build(model_string, directory)
+
+    return _kept(_COMPILED, key, build)
+
+
+def pyfunc(key: str, archive: bytes) -> object:
+    """The MLflow pyfunc model for `key`, unpacked and loaded once per worker process."""
+    def build():
+        import mlflow.pyfunc
+
+        folder = tempfile.mkdtemp(prefix="batchloop-model-")
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            tar.extractall(folder, filter="data")
+        return mlflow.pyfunc.load_model(folder)
+
+    return _kept(_PYFUNCS, key, build)
 
 
 def model_of(p: Plan) -> object:
@@ -73,21 +92,6 @@ def model_of(p: Plan) -> object:
     if p.engine == "compiled":
         return compiled(p.key, str(p.payload), p.compiled_dir)
     return booster(p.key, str(p.payload))
-
-
-def pyfunc(key: str, archive: bytes) -> object:
-    """The MLflow pyfunc model for `key`, unpacked and loaded once per worker process."""
-    if key not in _PYFUNCS:
-        import mlflow.pyfunc
-
-        folder = tempfile.mkdtemp(prefix="batchloop-model-")
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            tar.extractall(folder, filter="data")
-        _PYFUNCS[key] = mlflow.pyfunc.load_model(folder)
-        while len(_PYFUNCS) > KEEP_BOOSTERS:
-            _PYFUNCS.popitem(last=False)
-    _PYFUNCS.move_to_end(key)
-    return _PYFUNCS[key]
 
 
 def to_scores(output, task: str) -> np.ndarray:

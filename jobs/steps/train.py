@@ -125,17 +125,17 @@ def run(spec: ModelSpec, spark, env: Env, folder: Path, push: bool = True) -> Tr
             f"could not store the training run's artifacts and model through the MLflow server at "
             f"{env.mlflow_tracking_uri} (is its artifact store, S3, up?); nothing was registered: "
             f"{str(exc).splitlines()[0][:300]}") from None
-    compile_at_registration(spec, client, env, version)
     registry.move_alias(client, spec.name, registry.CHALLENGER, version,
                         f"trained on {window.first}..{window.last}", window.as_of + timedelta(days=1),
                         lineage.run_id())
     model = registry.resolve(client, f"models:/{spec.name}/{version}")
+    compile_at_registration(spec, client, env, model)
     log.info("registered %s as @challenger: holdout %s %.4f (train %.4f), snapshot %s", model.uri, primary,
              q_holdout[primary], q_train[primary], record.md5)
     return Trained(model, metrics, window)
 
 
-def compile_at_registration(spec: ModelSpec, client, env: Env, version: str) -> float | None:
+def compile_at_registration(spec: ModelSpec, client, env: Env, model: registry.ResolvedModel) -> float | None:
     """A registered booster compiled into this host's cache now, so scoring only loads it.
 
     The time it took goes on the training run (`compile_seconds`) and, with the compiler, on the
@@ -143,8 +143,8 @@ def compile_at_registration(spec: ModelSpec, client, env: Env, version: str) -> 
     booster."""
     if not spec.scoring.compiled:
         return None
-    resolved = registry.resolve(client, f"models:/{spec.name}/{version}")
-    files = flavors.scoring_model(resolved.uri, spec)
+    version = model.version
+    files = flavors.scoring_model(model.uri, spec)
     if files.kind != flavors.BOOSTER:
         return None
     reason = compiled.unsupported(str(files.payload))
@@ -155,8 +155,8 @@ def compile_at_registration(spec: ModelSpec, client, env: Env, version: str) -> 
     seconds = built.compile_seconds or 0.0
     client.set_model_version_tag(spec.name, version, "compiled", f"{compiled.engine()} for {compiled.cpu()}")
     client.set_model_version_tag(spec.name, version, "compile_seconds", f"{seconds:.2f}")
-    client.log_metric(resolved.run_id, "compile_seconds", seconds)
-    log.info("compiled %s in %.1f s (%s)", resolved.uri, seconds, compiled.engine())
+    client.log_metric(model.run_id, "compile_seconds", seconds)
+    log.info("compiled %s in %.1f s (%s)", model.uri, seconds, compiled.engine())
     return seconds
 
 
