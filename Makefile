@@ -9,6 +9,8 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+JARS := $(VENV)/spark-jars
+JARS_STAMP := $(JARS)/.installed
 PYTEST_ARGS ?=
 
 help: ## list the targets
@@ -31,7 +33,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m compileall -q jobs dags infra
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv with the locked dependencies (Python 3.11, Java 17+)
+$(JARS_STAMP): infra/jars/pom.xml $(STAMP)
+	@# the s3a connector, the S3A committers' binding and PostgreSQL's JDBC driver, from Maven Central
+	infra/jars.sh $(JARS)
+	touch $(JARS_STAMP)
+
+install: $(STAMP) $(JARS_STAMP) ## create .venv with the locked dependencies and the Spark jars (Python 3.11, Java 17+)
 
 lock: ## re-resolve requirements.lock from pyproject.toml
 	@# pyspark-client (required by the Spark provider) holds the same modules as pyspark[connect]: not installed
@@ -58,7 +65,7 @@ test: install ## run the tests (unit, integration on real local services, DAGs, 
 	@infra/system-deps.sh stack browser
 	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
-$(BENCH_STAMP): $(STAMP) requirements-bench.lock
+$(BENCH_STAMP): $(STAMP) $(JARS_STAMP) requirements-bench.lock
 	@# --no-deps: the lock is complete; resolving again would pull in pyspark-client (see $(STAMP))
 	$(UV) pip install --no-deps --compile-bytecode --python $(PY) -r requirements-bench.lock
 	touch $(BENCH_STAMP)

@@ -31,6 +31,7 @@ from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
 PROJECT = Path(__file__).resolve().parents[1]
 JOBS_ENTRYPOINT = str(PROJECT / "jobs" / "__main__.py")
+SPARK_JARS = os.environ.get("BATCHLOOP_SPARK_JARS_DIR", str(Path(sys.prefix) / "spark-jars"))
 # the CLI's exit codes: 2 = refused (bad input, data or model: retrying cannot help), 3 = a service is down
 EXIT_REFUSED = 2
 LAKE_POOL = "lake"  # Spark steps; one slot for two local cores, more on a cluster
@@ -232,6 +233,8 @@ def spark_step(task_id: str, *args: str, pool: str = LAKE_POOL, links: str | Non
         name=f"batchloop-{task_id}",
         driver_memory=os.environ.get("BATCHLOOP_SPARK_DRIVER_MEMORY", "2g"),
         conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+              # the s3a connector, the S3A committers and the metastore's JDBC driver (make install)
+              "spark.driver.extraClassPath": f"{SPARK_JARS}/*", "spark.executor.extraClassPath": f"{SPARK_JARS}/*",
               "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={PROJECT / 'jobs' / 'log4j2.properties'} "
                                                "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"},
         env_vars={"BATCHLOOP_RUN_ID": "{{ run_id }}"},

@@ -17,7 +17,26 @@ import signal
 import sys
 import threading
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
+
+URL, USER, PASSWORD = (f"spark.hadoop.javax.jdo.option.Connection{k}" for k in ("URL", "UserName", "Password"))
+
+
+def metastore_secret() -> dict[str, str]:
+    """The metastore database's password, for a metastore on PostgreSQL: from BATCHLOOP_METASTORE_PASSWORD or
+    PGPASSFILE, set in this process (never in the properties file or on the command line)."""
+    from jobs.io.spark import jdbc_address, pgpass_password
+
+    SparkContext._ensure_initialized()  # the JVM spark-submit started: its settings are the properties file's
+    conf = SparkConf()
+    url = conf.get(URL, "")
+    if not url.startswith("jdbc:postgresql:"):
+        return {}
+    password = os.environ.get("BATCHLOOP_METASTORE_PASSWORD") or pgpass_password(*jdbc_address(url), conf.get(USER))
+    if not password:
+        raise SystemExit(f"batchloop: no password for the metastore database {url}: set PGPASSFILE")
+    return {PASSWORD: password}
 
 
 def main() -> int:
@@ -25,7 +44,7 @@ def main() -> int:
     # Connect client passes on SPARK_CONNECT_MODE_ENABLED, which would make this a client too)
     for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE"):
         os.environ.pop(name, None)
-    spark = SparkSession.builder.getOrCreate()
+    spark = SparkSession.builder.config(map=metastore_secret()).getOrCreate()
     jvm = os.getppid()  # spark-submit's JVM started this process and runs the server
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

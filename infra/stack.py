@@ -170,6 +170,24 @@ DATABASES = ("BATCHLOOP_AIRFLOW_DB", "BATCHLOOP_MLFLOW_DB")  # the stack's datab
 POSTGRES_USER = "batchloop"
 
 
+def metastore_mode(config: dict[str, str]) -> str:
+    """Where the Hive metastore lives: `postgres` (a database on the stack's server, several Spark drivers at once)
+    or `derby` (embedded in the one driver). It follows BATCHLOOP_DB_BACKEND unless BATCHLOOP_METASTORE says."""
+    mode = config.get("BATCHLOOP_METASTORE") or ("postgres" if database_mode(config) == "postgres" else "derby")
+    if mode not in ("postgres", "derby"):
+        raise StackError(f"BATCHLOOP_METASTORE={mode!r}: use postgres (the stack's PostgreSQL) or derby (embedded)")
+    if mode == "postgres" and database_mode(config) != "postgres":
+        raise StackError("BATCHLOOP_METASTORE=postgres needs the stack's PostgreSQL (BATCHLOOP_DB_BACKEND=postgres)")
+    return mode
+
+
+def metastore_jdbc_url(config: dict[str, str]) -> str:
+    """The metastore's JDBC URL on the stack's PostgreSQL ('' for the embedded Derby one)."""
+    if metastore_mode(config) != "postgres":
+        return ""
+    return f"jdbc:postgresql://{HOST}:{config['BATCHLOOP_POSTGRES_PORT']}/{config.get('BATCHLOOP_METASTORE_DB') or 'metastore'}"
+
+
 def database_mode(config: dict[str, str]) -> str:
     """Where Airflow and MLflow keep their state: `postgres` (the stack's server, default) or `sqlite` (files)."""
     mode = config.get("BATCHLOOP_DB_BACKEND", "postgres")
@@ -257,6 +275,12 @@ def generate_config(state_dir: Path, ports: dict[str, int] | None = None) -> dic
         "BATCHLOOP_POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "BATCHLOOP_AIRFLOW_DB": "airflow",
         "BATCHLOOP_MLFLOW_DB": "mlflow",
+        # the Hive metastore's database on it (BATCHLOOP_METASTORE=derby: embedded instead); the URL is for
+        # commands run in a shell: the stack's services and tasks are given the one its settings make
+        "BATCHLOOP_METASTORE_DB": "metastore",
+        "BATCHLOOP_METASTORE_JDBC_URL": f"jdbc:postgresql://{HOST}:{p['BATCHLOOP_POSTGRES_PORT']}/metastore",
+        # the lake: Hive tables on the stack's S3 server (a local folder instead: set it to one)
+        "BATCHLOOP_LAKE_ROOT": "s3a://batchloop-lake/warehouse",
     }
 
 
@@ -273,6 +297,8 @@ def load_or_create_env(path: Path = ROOT / ".env") -> dict[str, str]:
     missing = {k: v for k, v in generate_config(Path(values.get("BATCHLOOP_STATE_DIR", ROOT / ".batchloop")),
                                                 {k: int(values[k]) for k in DEFAULT_PORTS if k in values}).items()
                if k not in values}
+    if "BATCHLOOP_METASTORE_JDBC_URL" in missing:  # as its settings make it (sqlite: none)
+        missing["BATCHLOOP_METASTORE_JDBC_URL"] = metastore_jdbc_url({**values, **missing})
     if missing:  # a .env from an older version: add what this one needs, keep everything it has
         with path.open("a") as out:
             out.writelines(f"{k}={v}\n" for k, v in missing.items())
@@ -438,6 +464,7 @@ class Stack:
             # the database password reaches the clients through PGPASSFILE (libpq, asyncpg), never a URL
             **{k: v for k, v in c.items() if k != "BATCHLOOP_POSTGRES_PASSWORD"},
             **database,
+            "BATCHLOOP_METASTORE_JDBC_URL": metastore_jdbc_url(c),
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
@@ -559,7 +586,8 @@ class Stack:
         known = {k.removeprefix("BATCHLOOP_").lower(): v for k, v in self.config.items()
                  if k.startswith("BATCHLOOP_")}
         fields = {k: v for k, v in known.items() if k in Env.model_fields}
-        return Env(_env_file=None, **{**fields, "state_dir": self.state, "pyspark_python": sys.executable})
+        return Env(_env_file=None, **{**fields, "state_dir": self.state, "pyspark_python": sys.executable,
+                                      "metastore_jdbc_url": metastore_jdbc_url(self.config)})
 
     def spark(self) -> Service:
         """The Spark Connect server: every local step is its client (jobs.io.spark.build_session)."""
@@ -570,13 +598,14 @@ class Stack:
         env = self.spark_env()
         port = int(self.config["BATCHLOOP_SPARK_CONNECT_PORT"])
         home = Path(pyspark.__file__).parent
-        lock = env.metastore / "driver.lock"
+        lock = env.metastore / "driver.lock" if env.embedded_metastore else None
+        # flock holds the embedded metastore's driver lock for as long as the server runs, so a spark-submit
+        # driver on the same lake waits for it instead of failing to boot Derby (a metastore on PostgreSQL
+        # takes any number of drivers)
+        held = ["flock", "--nonblock", "--conflict-exit-code", "75", str(lock)] if lock else []
         return ConnectService(
             name="spark-connect",
-            # flock holds the embedded metastore's driver lock for as long as the server runs, so a
-            # spark-submit driver on the same lake waits for it instead of failing to boot Derby
-            argv=["flock", "--nonblock", "--conflict-exit-code", "75", str(lock),
-                  str(home / "bin" / "spark-submit"), "--name", "batchloop-connect", "--master", env.spark_master,
+            argv=[*held, str(home / "bin" / "spark-submit"), "--name", "batchloop-connect", "--master", env.spark_master,
                   "--properties-file", str(self.run_dir / "spark-connect.properties"),
                   str(ROOT / "infra" / "connect_server.py")],
             ports=[port],
@@ -728,9 +757,11 @@ class Stack:
             self.start(service)
             self.wait_healthy(service)
             print(f"stack: {service.name} is up")
-        if database_mode(self.config) == "postgres" and any(s.name in ("mlflow", "airflow-api-server")
-                                                            for s in wanted):
+        if database_mode(self.config) == "postgres" and any(s.name in ("mlflow", "airflow-api-server",
+                                                                       "spark-connect") for s in wanted):
             self.create_databases()
+            if metastore_mode(self.config) == "postgres":
+                self.create_metastore_schema()
         for service in others:
             if isinstance(service, ConnectService) and self.pid(service):
                 # a fresh JVM and fresh Python workers: what the steps run is the code of today
@@ -767,7 +798,28 @@ class Stack:
         if not server.check():
             raise StackError(f"PostgreSQL at {server.health_url} is not reachable (start it with `make up`, see "
                              f"{self.log_file(server)}), or set BATCHLOOP_DB_BACKEND=sqlite")
-        server.create_databases([database_url(self.config, key).rsplit("/", 1)[1] for key in DATABASES])
+        server.create_databases([database_url(self.config, key).rsplit("/", 1)[1] for key in self.database_keys()])
+
+    def database_keys(self) -> list[str]:
+        """The settings naming the stack's databases: Airflow's, MLflow's and the metastore's (unless Derby)."""
+        return [*DATABASES, *(["BATCHLOOP_METASTORE_DB"] if metastore_mode(self.config) == "postgres" else [])]
+
+    def create_metastore_schema(self) -> None:
+        """The Hive metastore's tables, once, before any Spark driver starts (infra/metastore.py)."""
+        from infra.metastore import MetastoreError, ensure_schema
+
+        server, env = self.postgres(), self.spark_env()
+        connection = server.connect(database_url(self.config, "BATCHLOOP_METASTORE_DB").rsplit("/", 1)[1])
+        try:
+            done = ensure_schema(connection, env.metastore_jdbc_url, POSTGRES_USER,
+                                 self.config["BATCHLOOP_POSTGRES_PASSWORD"], env.spark_jars_dir,
+                                 self.run_dir / "metastore-schema", self.log_dir / "metastore-schema.log")
+        except MetastoreError as exc:
+            raise StackError(f"metastore: {exc}") from None
+        finally:
+            connection.close()
+        if done == "created":
+            print("stack: created the Hive metastore's schema on PostgreSQL")
 
     def migrate_airflow(self) -> None:
         """Create or upgrade Airflow's metadata database before its components start."""
@@ -798,8 +850,9 @@ class Stack:
 
         client = self.s3_client()
         deadline = time.monotonic() + timeout
-        for key in BUCKETS:
-            bucket = self.config[key]
+        lake = self.config.get("BATCHLOOP_LAKE_ROOT", "")
+        lake_bucket = [lake.split("://", 1)[1].split("/", 1)[0]] if lake.startswith(("s3a://", "s3://")) else []
+        for bucket in [*(self.config[key] for key in BUCKETS), *lake_bucket]:
             while True:
                 try:
                     client.head_bucket(Bucket=bucket)
@@ -876,6 +929,15 @@ def configure_dvc_remote(config: dict[str, str]) -> None:
                         config["BATCHLOOP_S3_ENDPOINT_URL"]], cwd=ROOT, check=True)
 
 
+def describe(stack: Stack) -> str:
+    """Which stack this is: where the lake, the metastore and Airflow's and MLflow's state live."""
+    c = stack.config
+    metastore = (f"the Hive metastore on PostgreSQL (database {c.get('BATCHLOOP_METASTORE_DB') or 'metastore'})"
+                 if metastore_mode(c) == "postgres" else "an embedded Derby metastore")
+    state = "PostgreSQL" if database_mode(c) == "postgres" else "SQLite files"
+    return f"lake {stack.spark_env().warehouse} with {metastore}; Airflow and MLflow on {state}"
+
+
 def print_status(stack: Stack) -> None:
     c = stack.config
     for name, state, detail in stack.status():
@@ -887,8 +949,9 @@ def print_status(stack: Stack) -> None:
     print(f"  Spark Connect    {c['BATCHLOOP_SPARK_REMOTE']}  (token in .env)")
     if database_mode(c) == "postgres":
         print(f"  PostgreSQL       {HOST}:{c['BATCHLOOP_POSTGRES_PORT']}  user {POSTGRES_USER}, databases "
-              f"{', '.join(database_url(c, k).rsplit('/', 1)[1] for k in DATABASES)} (password in .env)")
-    print(f"  Lake (Hive)      {stack.state / 'lake'}  query: .venv/bin/batchloop sql \"SHOW TABLES\"")
+              f"{', '.join(database_url(c, k).rsplit('/', 1)[1] for k in stack.database_keys())} (password in .env)")
+    print(f"  Stack            {describe(stack)}")
+    print("  Lake (Hive)      query: .venv/bin/batchloop sql \"SHOW TABLES\"")
     print(f"  Logs             {stack.log_dir}")
 
 

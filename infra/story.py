@@ -11,7 +11,7 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
-from infra.stack import Stack, load_or_create_env
+from infra.stack import Stack, describe, load_or_create_env
 from jobs.config import load_env, load_params
 from jobs.io import registry
 from jobs.io.lake import Lake
@@ -112,6 +112,7 @@ def main(first: date, last: date) -> int:
     dags = ", ".join(f"score_daily__{m}, retrain__{m}, monitor_performance__{m}" for m in params.models)
     print(f"""
 Where to look
+  The stack     {describe(stack)}
   Airflow UI    {c['BATCHLOOP_AIRFLOW_URL']}   user admin, password in {stack.password_file()}
                 DAGs {dags}, retro_test, promote
   MLflow UI     {c['MLFLOW_TRACKING_URI']}   models {', '.join(repr(m) for m in params.models)}; experiments

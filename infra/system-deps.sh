@@ -2,7 +2,8 @@
 # Debian packages beyond the virtual environment, installed with apt when they are missing:
 #   stack    PostgreSQL's server (the local stack's database: Airflow's and MLflow's)
 #   browser  Chromium and its driver (the browser test of the Airflow UI)
-# Usage: infra/system-deps.sh stack [browser]
+#   jvm      Maven (fetches the Spark jars of infra/jars/pom.xml from Maven Central)
+# Usage: infra/system-deps.sh stack [browser] [jvm]
 set -euo pipefail
 missing=()
 for group in "$@"; do
@@ -14,7 +15,9 @@ for group in "$@"; do
     browser)
       command -v chromium >/dev/null 2>&1 || missing+=(chromium)
       command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver) ;;
-    *) echo "system-deps.sh: unknown group $group (stack, browser)" >&2; exit 2 ;;
+    jvm)
+      command -v mvn >/dev/null 2>&1 || missing+=(maven) ;;
+    *) echo "system-deps.sh: unknown group $group (stack, browser, jvm)" >&2; exit 2 ;;
   esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

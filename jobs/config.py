@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -427,12 +427,20 @@ class Env(BaseSettings):
     )
 
     state_dir: Path = PROJECT_ROOT / ".batchloop"
-    # lake: a Hive database (embedded Derby metastore locally) or plain Parquet paths
+    # lake: a Hive database or plain Parquet paths
     lake_format: Literal["hive", "parquet"] = "hive"
-    lake_root: str = ""  # warehouse dir or parquet root; file://, s3a:// or hdfs:// on a cluster
+    lake_root: str = ""  # warehouse dir or parquet root: a local folder, s3a://bucket/prefix or hdfs://
     database: str = Field(default="batchloop", pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    metastore_dir: Path | None = None  # embedded Derby metastore (one Spark driver at a time)
-    metastore_uri: str = ""  # thrift://host:9083 for a remote Hive metastore (production)
+    # the Hive metastore, one of: a database of its own through JDBC (PostgreSQL: several drivers at once),
+    # a remote metastore service (thrift://host:9083), or else an embedded Derby one (one driver at a time)
+    metastore_jdbc_url: str = Field(default="", pattern=r"^(jdbc:postgresql://\S+)?$")
+    metastore_user: str = "batchloop"
+    metastore_password: SecretStr | None = None  # unset: PGPASSFILE's entry, else the local stack's password
+    postgres_password: SecretStr | None = None  # the local stack's PostgreSQL (its .env)
+    metastore_dir: Path | None = None  # the embedded Derby metastore
+    metastore_uri: str = ""
+    # jars beyond pyspark's (make install: infra/jars.sh): the s3a connector, the S3A committers, JDBC
+    spark_jars_dir: Path = Path(sys.prefix) / "spark-jars"
     lake_gc_grace_minutes: int = Field(default=60, ge=0)  # superseded partition versions older than this are removed
     spark_master: str = "local[2]"
     # connect: steps are clients of the warm Spark Connect server at spark_remote (sc://localhost:PORT,
@@ -461,6 +469,15 @@ class Env(BaseSettings):
     @property
     def metastore(self) -> Path:
         return self.metastore_dir or self.state_dir / "metastore"
+
+    @property
+    def embedded_metastore(self) -> bool:
+        """The Hive metastore is Derby inside the driver (one driver at a time)."""
+        return self.lake_format == "hive" and not self.metastore_jdbc_url and not self.metastore_uri
+
+    @property
+    def lake_on_s3(self) -> bool:
+        return self.warehouse.startswith(("s3a://", "s3://"))
 
     @property
     def compiled_dir(self) -> Path:

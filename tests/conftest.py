@@ -56,8 +56,9 @@ def services(tmp_path_factory):
     stack = Stack(generate_config(tmp_path_factory.mktemp("stack"), free_ports(list(DEFAULT_PORTS))))
     stack.up({"postgres", "s3", "mlflow"})
     # the jobs read credentials and endpoints the way they do in production: from the environment
-    saved = {k: os.environ.get(k) for k in SERVICE_KEYS}
+    saved = {k: os.environ.get(k) for k in (*SERVICE_KEYS, "PGPASSFILE")}
     os.environ.update({k: stack.config[k] for k in SERVICE_KEYS})
+    os.environ["PGPASSFILE"] = str(stack.passfile)  # the metastore database's password, as libpq finds it
     yield stack
     for k, v in saved.items():
         if v is None:
@@ -95,9 +96,11 @@ def env(services, dvc_repo):
     from jobs.config import Env
 
     c = services.config
+    # the stack's defaults: the lake on its S3 server, the metastore on its PostgreSQL
     return Env(_env_file=None, state_dir=services.state, mlflow_tracking_uri=c["MLFLOW_TRACKING_URI"],
                s3_endpoint_url=c["BATCHLOOP_S3_ENDPOINT_URL"], dvc_root=dvc_repo, lake_gc_grace_minutes=0,
-               spark_remote=c["BATCHLOOP_SPARK_REMOTE"])
+               spark_remote=c["BATCHLOOP_SPARK_REMOTE"], lake_root=c["BATCHLOOP_LAKE_ROOT"],
+               metastore_jdbc_url=services.spark_env().metastore_jdbc_url)
 
 
 def start_connect_server(stack: Stack):
@@ -236,10 +239,11 @@ def dag_world(services, tmp_path_factory) -> World:
     (repo / "params.yaml").write_text(yaml.safe_dump(own))
     (root / "airflow").mkdir()
     port = free_ports(["BATCHLOOP_SPARK_CONNECT_PORT"])
-    # dag.test's Airflow database: one of its own on the session's PostgreSQL
+    # dag.test's Airflow database: one of its own on the session's PostgreSQL; the lake on local disk under an
+    # embedded metastore (the fallback stack: the in-process tests run on the S3 lake and PostgreSQL metastore)
     config = {**services.config, **{k: str(v) for k, v in port.items()}, "BATCHLOOP_STATE_DIR": str(root / "state"),
               "BATCHLOOP_SPARK_REMOTE": f"sc://localhost:{port['BATCHLOOP_SPARK_CONNECT_PORT']}",
-              "BATCHLOOP_AIRFLOW_DB": "airflow_dag_test"}
+              "BATCHLOOP_AIRFLOW_DB": "airflow_dag_test", "BATCHLOOP_LAKE_ROOT": "", "BATCHLOOP_METASTORE": "derby"}
     stack = Stack(config)
     stack.prepare()
     stack.create_databases()
@@ -251,6 +255,7 @@ def dag_world(services, tmp_path_factory) -> World:
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(connect_connection(config)),
            "BATCHLOOP_SPARK_REMOTE": config["BATCHLOOP_SPARK_REMOTE"], "BATCHLOOP_LAKE_GC_GRACE_MINUTES": "0",
+           "BATCHLOOP_LAKE_ROOT": "", "BATCHLOOP_METASTORE": "derby", "BATCHLOOP_METASTORE_JDBC_URL": "",
            "BATCHLOOP_SPARK_CONNECT_PORT": config["BATCHLOOP_SPARK_CONNECT_PORT"]}
     # Airflow's database is set up while the server starts and the data is generated: none needs the others
     migrate = subprocess.Popen([str(BIN / "airflow"), "db", "migrate"], env=env, stdout=subprocess.PIPE,

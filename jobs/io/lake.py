@@ -5,10 +5,12 @@ partitioned by `dt`, and batchloop's own tables by the model first (`model`, the
 `scores/model=churn/dt=2026-03-01`), so one model's day is one partition and a write of it
 never touches another model's rows. A write replaces whole partitions and is atomic:
 
-- Hive: each write goes to a new version directory `<table>/[model=<name>/]dt=<day>/<commit>/`, its
-  manifest is written beside the data, and only then does the metastore switch the
-  partition's location (one metastore call). A job killed before the switch leaves
-  the previous version in place; superseded versions are removed after a grace period
+- Hive: each write goes straight to a new version prefix `<table>/[model=<name>/]dt=<day>/<commit>/`
+  (a write of many days: `.../dt=<day>/commit=<commit>/`), nothing is renamed (on S3 a rename is a
+  copy; the S3A magic committer puts the files there at job commit), its manifest is written
+  beside the data, and only then does the metastore switch the partition's location (one
+  metastore call). A job killed before the switch leaves the previous version in place;
+  superseded versions are removed after a grace period, judged by what the manifests record,
   so that queries already reading them can finish.
 - Parquet: each write is staged under `<table>/_staging/<commit>/` (ignored by Parquet
   readers) and swapped in with two renames recorded in a journal; a swap cut short is
@@ -31,7 +33,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 READ_ERRORS = (Py4JJavaError, PySparkException)
 MANIFEST = "_manifest.json"
+# a version folder without a manifest is a write in progress, or one that died: removed once this old
+WRITE_TIMEOUT = timedelta(hours=12)
 Keys = dict[str, str] | None  # partition values before `dt`, e.g. {"model": "churn"}
 
 
@@ -75,6 +79,14 @@ def check_identifier(value: str, what: str) -> str:
 def new_commit_id() -> str:
     """Sortable and unique: UTC time to the microsecond, then a random suffix."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
+
+
+def commit_time(name: str) -> datetime | None:
+    """When a version folder's write began, from its name (`<commit>` or `commit=<commit>`); None if not one."""
+    try:
+        return datetime.strptime(name.rsplit("=", 1)[-1][:21], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def checksum(df: DataFrame, columns: list[str]) -> dict[str, int]:
@@ -138,14 +150,16 @@ class FileSystem:
         now_ms = int(time.time() * 1000)
         return [(i.base_name, i.type == fs.FileType.Directory,
                  int(i.mtime_ns // 1_000_000) if i.mtime_ns is not None else now_ms)
-                for i in filesystem.get_file_info(fs.FileSelector(inner))]
+                for i in filesystem.get_file_info(fs.FileSelector(inner, allow_not_found=True))]
 
     def total_size(self, path: str) -> int:
         """Bytes of every file under path."""
         filesystem, inner = self._resolve(path)
         if filesystem.get_file_info(inner).type != fs.FileType.Directory:
             return 0
-        return sum(i.size or 0 for i in filesystem.get_file_info(fs.FileSelector(inner, recursive=True))
+        # allow_not_found: an object store may list a folder that has just been emptied
+        return sum(i.size or 0 for i in filesystem.get_file_info(fs.FileSelector(inner, recursive=True,
+                                                                                 allow_not_found=True))
                    if i.type == fs.FileType.File)
 
     def mkdirs(self, path: str) -> None:
@@ -169,7 +183,12 @@ class FileSystem:
             filesystem.delete_file(inner)
 
     def write_text(self, path: str, text: str) -> None:
-        """Write a small file whole: to a temporary name, then renamed into place."""
+        """Write a small file whole: an object store's PUT is atomic; elsewhere a temporary name, renamed."""
+        filesystem, inner = self._resolve(path)
+        if type(filesystem).__name__ == "S3FileSystem":
+            with filesystem.open_output_stream(inner) as out:
+                out.write(text.encode())
+            return
         tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
         filesystem, inner = self._resolve(tmp)
         with filesystem.open_output_stream(inner) as out:
@@ -238,6 +257,42 @@ class FileSystem:
             return stream.read().decode()
 
 
+class DatabaseLocks:
+    """Commit locks held in the metastore's PostgreSQL (advisory locks), for lakes on object stores.
+
+    An object store has no create-if-absent, so a lock file there is a best effort; an advisory lock
+    is exclusive across every driver and host, and goes with the connection when its holder dies."""
+
+    def __init__(self, env: Env):
+        from jobs.io.spark import jdbc_address, metastore_password
+
+        self.host, self.port, self.database = jdbc_address(env.metastore_jdbc_url)
+        self.user, self.password = env.metastore_user, metastore_password(env)
+
+    @contextmanager
+    def exclusive(self, name: str, timeout_s: float = 600.0) -> Iterator[None]:
+        import psycopg2
+
+        connection = psycopg2.connect(host=self.host, port=self.port, dbname=self.database, user=self.user,
+                                      password=self.password, connect_timeout=10,
+                                      application_name="batchloop commit lock")
+        connection.autocommit = True
+        deadline = time.monotonic() + timeout_s
+        try:
+            with connection.cursor() as cursor:
+                while True:
+                    cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,))
+                    if cursor.fetchone()[0]:
+                        break
+                    if time.monotonic() > deadline:
+                        raise ContractViolation(f"{name} stayed locked for {timeout_s:.0f} s: another writer is "
+                                                "committing this partition") from None
+                    time.sleep(0.2)
+            yield
+        finally:
+            connection.close()  # the lock goes with the session
+
+
 def partition_keys(by: Keys) -> tuple[tuple[str, str], ...]:
     """The partition columns and values before `dt`, each checked like an identifier."""
     return tuple((check_identifier(c, "partition column"), check_identifier(v, c)) for c, v in (by or {}).items())
@@ -269,12 +324,18 @@ class Lake:
         self.namespace = check_identifier(namespace or env.database, "namespace")
         self.root = env.warehouse.rstrip("/")
         self.fs = FileSystem(env)
+        # commit locks: in the metastore's database where there is one (any lake), else lock files
+        self._locks = DatabaseLocks(env) if self.format == "hive" and env.metastore_jdbc_url else self.fs
         # Hive tables seen to exist: batchloop never drops a table, so each is looked up once per step
         # (every lookup is a round trip to the metastore; a partition read made four of them)
         self._tables: set[str] = set()
         if self.format == "hive" and not spark.catalog.databaseExists(self.namespace):
             location = f"{self.root}/{self.namespace}.db"
-            spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.namespace}` LOCATION '{location}'")
+            try:
+                spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.namespace}` LOCATION '{location}'")
+            except AnalysisException:  # another driver created it meanwhile (a shared metastore)
+                if not spark.catalog.databaseExists(self.namespace):
+                    raise
 
     def with_namespace(self, namespace: str) -> Lake:
         """The same lake, another namespace (retro-tests write to their own)."""
@@ -419,9 +480,12 @@ class Lake:
                         manifest: dict[str, Any] | None = None, by: Keys = None) -> Commit:
         """Make day `day` of `table` (of one model, `by`) hold exactly df's rows (df has no `dt`, or only `day`)."""
         data = df.drop("dt", *dict(partition_keys(by)))
+        commit_id = new_commit_id()
         if self.format == "hive":
             self._ensure_hive_table(table, data, by)
-        commit_id = new_commit_id()
+            version = f"{self.table_root(table)}/{partition_path(by, day)}/{commit_id}"
+            data.write.mode("error").parquet(version)  # straight to its own new prefix: nothing is moved after
+            return self._commit(table, day, version, commit_id, data, manifest or {}, by)
         staging = f"{self.table_root(table)}/_staging/{commit_id}"
         data.write.mode("error").parquet(staging)
         return self._commit(table, day, staging, commit_id, data, manifest or {}, by)
@@ -433,48 +497,57 @@ class Lake:
         if "dt" not in df.columns:
             raise ValueError("a multi-partition lake write needs a dt column")
         df = df.drop(*dict(partition_keys(by)))
-        if self.format == "hive":
-            self._ensure_hive_table(table, df.drop("dt"), by)
         commit_id = new_commit_id()
-        staging = f"{self.table_root(table)}/_staging/{commit_id}"
-        df.write.mode("error").partitionBy("dt").parquet(staging)
+        if self.format == "hive":
+            # one job writes every day straight to its own new version prefix, `<day folder>/commit=<commit>`
+            self._ensure_hive_table(table, df.drop("dt"), by)
+            base = "/".join([self.table_root(table), *(f"{c}={v}" for c, v in partition_keys(by))])
+            df.withColumn("commit", F.lit(commit_id)).write.mode("append").partitionBy("dt", "commit").parquet(base)
+            written = self.spark.read.option("basePath", base).parquet(f"{base}/dt=*/commit={commit_id}")
+            versions = {}
+        else:
+            staging = f"{self.table_root(table)}/_staging/{commit_id}"
+            df.write.mode("error").partitionBy("dt").parquet(staging)
+            written = self.spark.read.parquet(staging)
         # every day's row count in one job (from the Parquet footers: a check the files read)
-        counts = {r["dt"]: int(r["count"]) for r in self.spark.read.parquet(staging).groupBy("dt").count().collect()}
+        counts = {r["dt"]: int(r["count"]) for r in written.groupBy("dt").count().collect()}
         days = sorted(counts)
-        commits = self._add_hive_partitions(table, staging, days, commit_id, counts, manifest or {}, by) \
+        if self.format == "hive":
+            versions = {d: f"{base}/dt={d.isoformat()}/commit={commit_id}" for d in days}
+        else:
+            versions = {d: f"{staging}/dt={d.isoformat()}" for d in days}
+        commits = self._add_hive_partitions(table, versions, commit_id, counts, manifest or {}, by) \
             if self.format == "hive" and len(days) > 1 else []
         added = {c.day for c in commits}
-        commits += [self._commit(table, d, f"{staging}/dt={d.isoformat()}", commit_id, df.drop("dt"),
-                                 manifest or {}, by, rows=counts[d]) for d in days if d not in added]
-        self.fs.delete(staging)
+        commits += [self._commit(table, d, versions[d], commit_id, df.drop("dt"), manifest or {}, by,
+                                 rows=counts[d]) for d in days if d not in added]
+        if self.format != "hive":
+            self.fs.delete(staging)
         return sorted(commits, key=lambda c: c.day)
 
-    def _add_hive_partitions(self, table: str, staging: str, days: list[date], commit_id: str,
+    def _add_hive_partitions(self, table: str, versions: dict[date, str], commit_id: str,
                              counts: dict[date, int], manifest: dict[str, Any], by: Keys) -> list[Commit]:
         """The days the table does not have yet, added in one metastore call (an upstream load's or a
-        backfill's many days); each day's version is moved in under its lock first, as a single write does.
+        backfill's many days), each under its lock with its manifest written first, as a single write does.
         The days it has already are switched one by one (`_commit`)."""
+        days = sorted(versions)
         with ExitStack() as locks:
             for d in days:
-                locks.enter_context(self.fs.exclusive(f"{self._journal(table, d, by)}.lock"))
+                locks.enter_context(self._locks.exclusive(f"{self._journal(table, d, by)}.lock"))
             present = set(self.partitions(table, by))  # asked under the locks: a day another writer added is switched
             new = [d for d in days if d not in present]
             if not new:
                 return []
-            finals = {}
             for d in new:
-                staged = f"{staging}/dt={d.isoformat()}"
-                self.fs.write_text(f"{staged}/{MANIFEST}", json.dumps(
+                self.fs.write_text(f"{versions[d]}/{MANIFEST}", json.dumps(
                     self._record(table, d, commit_id, counts[d], manifest, by), indent=1, sort_keys=True, default=str))
-                finals[d] = f"{self.table_root(table)}/{partition_path(by, d)}/{commit_id}"
-                self.fs.rename(staged, finals[d])
-            specs = " ".join(f"{self._spec(d, by)} LOCATION '{finals[d]}'" for d in new)
+            specs = " ".join(f"{self._spec(d, by)} LOCATION '{versions[d]}'" for d in new)
             self.spark.sql(f"ALTER TABLE {self.name(table)} ADD {specs}")
             self.spark.catalog.refreshTable(f"{self.namespace}.{table}")
             for d in new:  # versions a killed earlier attempt left behind
-                self._collect_garbage(f"{self.table_root(table)}/{partition_path(by, d)}", keep={commit_id})
+                self._collect_garbage(f"{self.table_root(table)}/{partition_path(by, d)}", versions[d])
         log.info("committed %s.%s: %d new days in one metastore call (%s)", self.namespace, table, len(new), commit_id)
-        return [Commit(table, d, finals[d], counts[d], commit_id) for d in new]
+        return [Commit(table, d, versions[d], counts[d], commit_id) for d in new]
 
     def _record(self, table: str, day: date, commit_id: str, rows: int, manifest: dict[str, Any],
                 by: Keys) -> dict[str, Any]:
@@ -486,32 +559,32 @@ class Lake:
                 manifest: dict[str, Any], by: Keys, rows: int | None = None) -> Commit:
         if rows is None:
             rows = self.spark.read.parquet(staged).count()  # from the Parquet footers: a check the files read
-        record = self._record(table, day, commit_id, rows, manifest, by)
-        self.fs.write_text(f"{staged}/{MANIFEST}", json.dumps(record, indent=1, sort_keys=True, default=str))
+        record = json.dumps(self._record(table, day, commit_id, rows, manifest, by), indent=1, sort_keys=True,
+                            default=str)
         if self.format == "hive":
-            location = self._switch_hive(table, day, staged, commit_id, by)
+            location = self._switch_hive(table, day, staged, record, by)
         else:
+            self.fs.write_text(f"{staged}/{MANIFEST}", record)
             location = self._swap_parquet(table, day, staged, commit_id, by)
         log.info("committed %s.%s %s: %d rows (%s)", self.namespace, table, partition_path(by, day), rows, commit_id)
         return Commit(table, day, location, rows, commit_id)
 
-    def _switch_hive(self, table: str, day: date, staged: str, commit_id: str, by: Keys) -> str:
+    def _switch_hive(self, table: str, day: date, version: str, manifest: str, by: Keys) -> str:
+        """Write `version`'s manifest, then make it the partition's location (one metastore call)."""
         folder = f"{self.table_root(table)}/{partition_path(by, day)}"
-        final = f"{folder}/{commit_id}"
         spec = self._spec(day, by)
-        # writers of the same day (several clients of one server) move their version in and switch one
-        # at a time, so the garbage collection after a switch sees only committed versions and the one
-        # the metastore shows at that moment (a version moved in before its switch would look superseded)
-        with self.fs.exclusive(f"{self._journal(table, day, by)}.lock"):
-            self.fs.rename(staged, final)
+        # writers of the same day commit one at a time, each writing its manifest and switching under the lock,
+        # and the garbage collection after a switch runs under it too: there, a version with a manifest that is
+        # not the one shown is certainly superseded (or its writer died after writing it), never one in progress
+        with self._locks.exclusive(f"{self._journal(table, day, by)}.lock"):
+            self.fs.write_text(f"{version}/{MANIFEST}", manifest)
             if self.location(table, day, by) is None:
-                self.spark.sql(f"ALTER TABLE {self.name(table)} ADD {spec} LOCATION '{final}'")
+                self.spark.sql(f"ALTER TABLE {self.name(table)} ADD {spec} LOCATION '{version}'")
             else:
-                self.spark.sql(f"ALTER TABLE {self.name(table)} {spec} SET LOCATION '{final}'")
+                self.spark.sql(f"ALTER TABLE {self.name(table)} {spec} SET LOCATION '{version}'")
             self.spark.catalog.refreshTable(f"{self.namespace}.{table}")
-            visible = (self.location(table, day, by) or final).rstrip("/").rsplit("/", 1)[-1]
-            self._collect_garbage(folder, keep={commit_id, visible})
-        return final
+            self._collect_garbage(folder, version)
+        return version
 
     def _ensure_hive_table(self, table: str, data: DataFrame, by: Keys) -> None:
         keys = [c for c, _ in partition_keys(by)]
@@ -519,10 +592,15 @@ class Lake:
             self.fs.mkdirs(self.table_root(table))
             ddl = schema_ddl(data.drop("dt", *keys))
             columns = "".join(f", `{c}` STRING" for c in keys)
-            self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.name(table)} ({ddl}{columns}, dt DATE) USING parquet "
-                           f"PARTITIONED BY ({', '.join([*keys, 'dt'])}) LOCATION '{self.table_root(table)}'")
-            self._tables.add(table)
-            return
+            try:
+                self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.name(table)} ({ddl}{columns}, dt DATE) USING parquet "
+                               f"PARTITIONED BY ({', '.join([*keys, 'dt'])}) LOCATION '{self.table_root(table)}'")
+                self._tables.add(table)
+                return
+            except AnalysisException:  # another driver created it meanwhile (a shared metastore): check it below
+                if not self.spark.catalog.tableExists(f"{self.namespace}.{table}"):
+                    raise
+                self._tables.add(table)
         partitioned = [c.name for c in self.spark.catalog.listColumns(f"{self.namespace}.{table}") if c.isPartition]
         if partitioned != [*keys, "dt"]:
             raise ContractViolation(
@@ -556,7 +634,7 @@ class Lake:
                 self.fs.rename(final, trash)
             self.fs.rename(staged, final)
             self.fs.delete(journal)
-        self._collect_garbage(f"{root}/_trash", keep={commit_id})
+        self._collect_trash(f"{root}/_trash", keep={commit_id})
         return final
 
     def _recover(self, table: str) -> None:
@@ -579,11 +657,39 @@ class Lake:
                 log.warning("completed an interrupted commit of %s", j["final"])
             self.fs.delete(f"{journal_dir}/{name}")
 
-    def _collect_garbage(self, folder: str, keep: set[str]) -> None:
-        """Remove superseded versions once they are older than the grace period."""
+    def _collect_trash(self, folder: str, keep: set[str]) -> None:
+        """Remove the Parquet swaps' superseded folders once they are older than the grace period."""
         cutoff = time.time() * 1000 - self.env.lake_gc_grace_minutes * 60_000
         for name, is_dir, modified in self.fs.children(folder):
             if is_dir and name not in keep and modified < cutoff:
+                self.fs.delete(f"{folder}/{name}")
+
+    def _collect_garbage(self, folder: str, visible: str) -> None:
+        """Remove the versions of one partition (its folder) that no query can still be reading.
+
+        Judged by what is recorded, not by file times (an object store keeps none for folders): a
+        version with a manifest that is not the visible one was superseded at the latest when the
+        visible one was committed, and goes once that is longer ago than the grace period (queries
+        begun on it before the switch have had that long); a version without a manifest is a write in
+        progress or one that died before its commit, and goes once its commit id is older than
+        WRITE_TIMEOUT. Runs under the partition's lock."""
+        now = datetime.now(UTC)
+        grace = timedelta(minutes=self.env.lake_gc_grace_minutes)
+        shown = self._manifest_at(visible) or {}
+        try:
+            switched = datetime.fromisoformat(shown["written_at"])
+        except (KeyError, TypeError, ValueError):
+            switched = now
+        visible_name = visible.rstrip("/").rsplit("/", 1)[-1]
+        for name, is_dir, _ in self.fs.children(folder):
+            started = commit_time(name)
+            if not is_dir or name == visible_name or started is None:
+                continue
+            if self.fs.exists(f"{folder}/{name}/{MANIFEST}"):
+                expired = now - switched >= grace
+            else:
+                expired = now - started >= max(grace, WRITE_TIMEOUT)
+            if expired:
                 self.fs.delete(f"{folder}/{name}")
 
     def drop_partition(self, table: str, day: date, by: Keys = None) -> None:

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.connect.client.retries import DefaultPolicy
 
 from jobs.config import Env
-from jobs.errors import ServiceUnavailable
+from jobs.errors import ConfigError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,23 @@ def session_conf(env: Env) -> dict[str, str]:
         "spark.sql.shuffle.partitions": "8",
     }
     java_options = [f"-Dlog4j2.configurationFile={LOG4J2}"]
-    if env.lake_format == "hive" and env.metastore_uri:
+    if env.lake_format == "hive" and env.metastore_jdbc_url:
+        conf.update({  # the metastore's own tables, in a database of their own (its password: metastore_secret)
+            "spark.hadoop.javax.jdo.option.ConnectionURL": env.metastore_jdbc_url,
+            "spark.hadoop.javax.jdo.option.ConnectionDriverName": "org.postgresql.Driver",
+            "spark.hadoop.javax.jdo.option.ConnectionUserName": env.metastore_user,
+            # the schema is created once, before any driver starts (infra/metastore.py); a driver never
+            # creates or alters it, and refuses a schema of another Hive version
+            "spark.hadoop.hive.metastore.schema.verification": "true",
+            "spark.hadoop.datanucleus.schema.autoCreateAll": "false",
+            # the Hive client filters partitions in SQL on PostgreSQL; where that fails (a filter on the `dt` DATE
+            # column of a table also partitioned by the model's STRING name: PostgreSQL may cast every key's values
+            # to a date) its fallback refuses any filter on a key that is not a string. Spark then lists the
+            # partition names, prunes them itself and fetches only the partitions that match.
+            "spark.sql.hive.metastorePartitionPruningFallbackOnException": "true",
+            "spark.sql.hive.metastorePartitionPruningFastFallback": "true",
+        })
+    elif env.lake_format == "hive" and env.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = env.metastore_uri
     elif env.lake_format == "hive":
         conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
@@ -94,8 +110,134 @@ def session_conf(env: Env) -> dict[str, str]:
         java_options.append(f"-Dderby.system.home={env.metastore}")
     if env.lake_format == "hive":
         conf["spark.sql.catalogImplementation"] = "hive"
+    if env.lake_on_s3 or env.metastore_jdbc_url:
+        classpath = f"{env.spark_jars_dir}/*"
+        conf["spark.driver.extraClassPath"] = conf["spark.executor.extraClassPath"] = classpath
+    if env.lake_on_s3:
+        conf.update(s3a_conf(env))
     conf["spark.driver.extraJavaOptions"] = " ".join(java_options)
     return conf
+
+
+def s3a_conf(env: Env) -> dict[str, str]:
+    """The lake on an S3 API server through s3a://: path-style requests to the configured endpoint, keys
+    from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, read by the connector itself), and
+    writes committed by the S3A magic committer, which puts each file where it belongs at job commit (a
+    multipart upload completed) instead of writing it elsewhere and copying it: on S3 a rename is a copy."""
+    endpoint = env.s3_endpoint_url or ""
+    conf = {
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.endpoint.region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "spark.hadoop.fs.s3a.committer.name": "magic",
+        "spark.hadoop.fs.s3a.committer.magic.enabled": "true",
+        "spark.sql.sources.commitProtocolClass": "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol",
+        "spark.sql.parquet.output.committer.class":
+            "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
+    }
+    if endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https://")).lower()
+    return conf
+
+
+# the metastore schema the Hive client inside pyspark (Hive 2.3.10) reads and writes
+HIVE_SCHEMA_VERSION = "2.3.0"
+
+
+def pgpass_password(host: str, port: int, database: str, user: str) -> str | None:
+    """The password libpq would take from PGPASSFILE (host:port:database:user:password, `*` matches any)."""
+    path = Path(os.environ.get("PGPASSFILE", Path.home() / ".pgpass"))
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    wanted = (host, str(port), database, user)
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = re.split(r"(?<!\\):", line, maxsplit=4)
+        if len(fields) == 5 and all(f in ("*", w) for f, w in zip(fields[:4], wanted, strict=True)):
+            return fields[4].replace("\\:", ":").replace("\\\\", "\\")
+    return None
+
+
+def jdbc_address(url: str) -> tuple[str, int, str]:
+    """(host, port, database) of a jdbc:postgresql:// URL."""
+    found = re.fullmatch(r"jdbc:postgresql://([^:/?]+)(?::(\d+))?/([^?]+)(\?.*)?", url)
+    if not found:
+        raise ConfigError(f"BATCHLOOP_METASTORE_JDBC_URL={url!r}: expected jdbc:postgresql://HOST:PORT/DATABASE")
+    return found.group(1), int(found.group(2) or 5432), found.group(3)
+
+
+def metastore_password(env: Env) -> str:
+    """The metastore database's password: BATCHLOOP_METASTORE_PASSWORD, else PGPASSFILE's entry (the stack hands
+    its tasks one), else the local stack's own (BATCHLOOP_POSTGRES_PASSWORD in .env: a command run in a shell)."""
+    if env.metastore_password is not None:
+        return env.metastore_password.get_secret_value()
+    host, port, database = jdbc_address(env.metastore_jdbc_url)
+    password = pgpass_password(host, port, database, env.metastore_user)
+    if password is None and env.postgres_password is not None:
+        password = env.postgres_password.get_secret_value()
+    if password is None:
+        raise ConfigError(f"no password for the metastore database {database} at {host}:{port} (user "
+                          f"{env.metastore_user}): set BATCHLOOP_METASTORE_PASSWORD or add it to PGPASSFILE")
+    return password
+
+
+def metastore_secret(env: Env) -> dict[str, str]:
+    """The settings that hold a secret: given to a driver in its own process, never on a command line or in
+    a file (Spark redacts them in its logs and UI)."""
+    if env.lake_format != "hive" or not env.metastore_jdbc_url:
+        return {}
+    return {"spark.hadoop.javax.jdo.option.ConnectionPassword": metastore_password(env)}
+
+
+def check_jars(env: Env) -> None:
+    """The jars a lake on S3 or a metastore on PostgreSQL needs are installed (make install)."""
+    if not (env.lake_on_s3 or (env.lake_format == "hive" and env.metastore_jdbc_url)):
+        return
+    names = [p.name for p in env.spark_jars_dir.glob("*.jar")] if env.spark_jars_dir.is_dir() else []
+    needed = (["hadoop-aws-", "bundle-", "spark-hadoop-cloud"] if env.lake_on_s3 else []) + \
+        (["postgresql-"] if env.metastore_jdbc_url else [])
+    missing = [n for n in needed if not any(name.startswith(n) for name in names)]
+    if missing:
+        raise ConfigError(f"the Spark jars {', '.join(m.rstrip('-') for m in missing)} are missing from "
+                          f"{env.spark_jars_dir}: install them with `make install` (infra/jars.sh), or set "
+                          "BATCHLOOP_SPARK_JARS_DIR to where they are")
+
+
+def check_metastore(env: Env) -> None:
+    """A metastore on PostgreSQL answers and holds the schema this Spark's Hive client reads.
+
+    Down: ServiceUnavailable (exit 3, the task is retried). Another schema version: refused, naming it."""
+    if env.lake_format != "hive" or not env.metastore_jdbc_url:
+        return
+    import psycopg2
+
+    host, port, database = jdbc_address(env.metastore_jdbc_url)
+    try:
+        connection = psycopg2.connect(host=host, port=port, dbname=database, user=env.metastore_user,
+                                      password=metastore_password(env), connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise ServiceUnavailable(f"the Hive metastore's PostgreSQL at {host}:{port} (database {database}) is not "
+                                 f"reachable ({first_line(exc)}); start it with `make up`") from None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('public.\"VERSION\"') IS NOT NULL")
+            present = cursor.fetchone()[0]
+            versions = []
+            if present:
+                cursor.execute('SELECT "SCHEMA_VERSION" FROM "VERSION"')
+                versions = [r[0] for r in cursor.fetchall()]
+    finally:
+        connection.close()
+    if not versions:
+        raise ConfigError(f"the metastore database {database} at {host}:{port} holds no Hive schema: create it "
+                          "with `make up` (infra/metastore.py) before any Spark driver starts")
+    if versions != [HIVE_SCHEMA_VERSION]:
+        raise ConfigError(f"the metastore database {database} at {host}:{port} holds Hive schema version "
+                          f"{', '.join(versions)}; this Spark's Hive client needs {HIVE_SCHEMA_VERSION}: point "
+                          "BATCHLOOP_METASTORE_JDBC_URL at a metastore of that version")
 
 
 def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
@@ -110,15 +252,23 @@ def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
     # spark-submit starts this process with a gateway to its JVM: the master is the one it was given
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     if env.spark_mode == "connect" and env.spark_remote and not submitted:
+        check_metastore(env)  # the server's metastore: a step fails at once, naming it, when it is down
         return _connect(env, app_name)
+    # a classic driver, whatever this process inherited from a Connect client that started it (pyspark marks
+    # its environment when it opens a remote session)
+    for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE"):
+        os.environ.pop(name, None)
     builder = SparkSession.builder.appName(app_name)
     if not submitted:
         builder = builder.master(env.spark_master)
-    conf = session_conf(env)
-    if env.lake_format == "hive" and not env.metastore_uri:
+    check_jars(env)
+    check_metastore(env)
+    conf = {**session_conf(env), **metastore_secret(env)}
+    if env.embedded_metastore:
         lock_embedded_metastore(env.metastore)
-    if submitted:  # the DAG's spark-submit passes the driver's own JVM options
-        conf.pop("spark.driver.extraJavaOptions")
+    if submitted:  # the DAG's spark-submit passes the driver's own JVM options and class path
+        for key in ("spark.driver.extraJavaOptions", "spark.driver.extraClassPath"):
+            conf.pop(key, None)
     for key, value in conf.items():
         if key != "spark.sql.catalogImplementation":
             builder = builder.config(key, value)

@@ -40,7 +40,8 @@ def airflow(services, dag_world, trained):
               "BATCHLOOP_AIRFLOW_DB": "airflow_scheduler",
               "BATCHLOOP_AIRFLOW_URL": url, "BATCHLOOP_STATE_DIR": dag_world.env["BATCHLOOP_STATE_DIR"],
               **{k: dag_world.env[k] for k in ("BATCHLOOP_DVC_ROOT", "BATCHLOOP_PARAMS", "BATCHLOOP_SPARK_REMOTE",
-                                              "BATCHLOOP_SPARK_CONNECT_PORT", "BATCHLOOP_LAKE_GC_GRACE_MINUTES")}}
+                                              "BATCHLOOP_SPARK_CONNECT_PORT", "BATCHLOOP_LAKE_GC_GRACE_MINUTES",
+                                              "BATCHLOOP_LAKE_ROOT", "BATCHLOOP_METASTORE")}}
     stack = Stack(config)
     stack.up({"airflow"})  # its Spark steps are clients of the world's Connect server
     client = AirflowClient.from_password_file(url, stack.password_file())

@@ -1,4 +1,10 @@
-"""The scoring job unchanged on a Spark standalone cluster: a master and a worker from the pyspark distribution."""
+"""The jobs unchanged on a Spark standalone cluster whose two workers share nothing but S3.
+
+A master and two workers from the pyspark distribution, each worker with its own work and
+local directories; the lake on the session's S3 server, the Hive metastore on its PostgreSQL.
+Validate, score and drift go through spark-submit, first in local mode, then on the cluster,
+and leave the same rows.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +14,61 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.dataset as ds
 import pyspark
 import pytest
 import requests
 
 from infra.stack import free_ports, port_in_use
 from tests.conftest import BIN, MODEL
-from tests.reliability.test_kill_and_concurrency import content, visible_partition
 
 pytestmark = pytest.mark.integration
 
 SPARK_HOME = Path(pyspark.__file__).parent
 DAY = "2026-02-18"
+WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A standalone master and one worker on 127.0.0.1, stopped by PID afterwards."""
-    ports = free_ports(["master", "master_ui", "worker", "worker_ui"])
-    work = tmp_path_factory.mktemp("spark-worker")
-    env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
+def cluster(tmp_path_factory, services):
+    """A standalone master and two workers on 127.0.0.1, stopped by PID afterwards. The workers (and the executors
+    they start) get the S3 keys from their environment, as on a cluster whose nodes hold an instance role."""
+    ports = free_ports(["master", "master_ui", *(f"{k}{i}" for i in range(WORKERS) for k in ("worker", "ui"))])
+    base = tmp_path_factory.mktemp("spark-cluster")
+    env = {**os.environ, **services.env(), "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": str(BIN / "python")}
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     master_url = f"spark://127.0.0.1:{ports['master']}"
-    logs = [open(work / "master.log", "wb"), open(work / "worker.log", "wb")]
-    procs = [subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                               "--port", str(ports["master"]), "--webui-port", str(ports["master_ui"])],
-                              env=env, stdout=logs[0], stderr=subprocess.STDOUT, start_new_session=True)]
+    logs, procs = [open(base / "master.log", "wb")], []
+    procs.append(subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                   "--port", str(ports["master"]), "--webui-port", str(ports["master_ui"])],
+                                  env=env, stdout=logs[0], stderr=subprocess.STDOUT, start_new_session=True))
     deadline = time.monotonic() + 120
     while not port_in_use(ports["master"]):
-        assert time.monotonic() < deadline, (work / "master.log").read_text()[-2000:]
+        assert time.monotonic() < deadline, (base / "master.log").read_text()[-2000:]
         time.sleep(1)
-    procs.append(subprocess.Popen([spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--host",
-                                   "127.0.0.1", "--port", str(ports["worker"]), "--webui-port", str(ports["worker_ui"]),
-                                   "--cores", "2", "--memory", "2g", "--work-dir", str(work)],
-                                  env=env, stdout=logs[1], stderr=subprocess.STDOUT, start_new_session=True))
+    for i in range(WORKERS):
+        own = base / f"worker{i}"
+        (own / "work").mkdir(parents=True)
+        (own / "local").mkdir()
+        logs.append(open(own / "worker.log", "wb"))
+        procs.append(subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1",
+             "--port", str(ports[f"worker{i}"]), "--webui-port", str(ports[f"ui{i}"]),
+             "--cores", "1", "--memory", "1g", "--work-dir", str(own / "work")],
+            env={**env, "SPARK_LOCAL_DIRS": str(own / "local")}, stdout=logs[-1], stderr=subprocess.STDOUT,
+            start_new_session=True))
     ui = f"http://127.0.0.1:{ports['master_ui']}/json/"
     while True:
         try:
-            if requests.get(ui, timeout=5).json().get("aliveworkers", 0) >= 1:
+            if requests.get(ui, timeout=5).json().get("aliveworkers", 0) >= WORKERS:
                 break
         except requests.RequestException:
             pass
-        assert time.monotonic() < deadline, (work / "worker.log").read_text()[-2000:]
+        assert time.monotonic() < deadline, (base / "worker0" / "worker.log").read_text()[-2000:]
         time.sleep(1)
-    yield master_url, procs
+    yield master_url, procs, base
     for proc in reversed(procs):
         os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
@@ -60,44 +76,86 @@ def cluster(tmp_path_factory):
         log.close()
 
 
-def submit(world, master: str) -> subprocess.CompletedProcess:
-    """spark-submit of the same CLI a DAG task runs."""
+@pytest.fixture(scope="module")
+def s3_world(dag_world, services, trained):
+    """The DAG world's settings with the lake on S3 and the metastore on PostgreSQL, every step a spark-submit
+    driver; the day's features generated into it (the champion is the world's, in the shared MLflow)."""
+    env = {**dag_world.env, "BATCHLOOP_LAKE_ROOT": "s3a://batchloop-lake/cluster",
+           "BATCHLOOP_METASTORE_JDBC_URL": services.spark_env().metastore_jdbc_url,
+           "BATCHLOOP_SPARK_MODE": "submit", "BATCHLOOP_SPARK_MASTER": "local[2]", "SPARK_HOME": str(SPARK_HOME)}
+    done = subprocess.run([str(BIN / "batchloop"), "generate", "--start", DAY, "--days", "1", "--rows", "1500"],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=dag_world.root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return env
+
+
+def submit(env: dict, cwd: Path, master: str, *args: str) -> subprocess.CompletedProcess:
+    """spark-submit of the CLI, as a DAG task on a cluster runs it (the jars from the spark_default connection)."""
+    jars = f"{Path(os.environ.get('VIRTUAL_ENV', BIN.parent))}/spark-jars/*"
     return subprocess.run([str(BIN / "spark-submit"), "--master", master, "--driver-memory", "1g",
-                           "--conf", "spark.executor.memory=1g", str(Path(__file__).parents[2] / "jobs" / "__main__.py"),
-                           "score", "--date", DAY, "--model", f"models:/{MODEL}/1", "--no-shadow"],
-                          env=world.env, capture_output=True, text=True, timeout=900, cwd=world.root)
+                           "--conf", "spark.executor.memory=1g", "--conf", f"spark.driver.extraClassPath={jars}",
+                           "--conf", f"spark.executor.extraClassPath={jars}",
+                           str(Path(__file__).parents[2] / "jobs" / "__main__.py"), *args],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
 
 
-def committed_version(world, done: subprocess.CompletedProcess) -> Path:
-    """The version folder of the day's scores that this run's log says it committed."""
-    found = re.search(rf"committed batchloop\.scores model={MODEL}/dt={DAY}: \d+ rows \(([\w-]+)\)",
-                      done.stdout + done.stderr)
-    assert found, (done.stdout + done.stderr)[-3000:]
-    folders = list(world.root.glob(f"**/scores/model={MODEL}/dt={DAY}/{found.group(1)}"))
-    assert len(folders) == 1, folders
-    return folders[0]
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+COMMITTED = re.compile(r"committed batchloop\.(\w+) (\S+): (\d+) rows \(([\w-]+)\)")
 
 
-def test_the_cluster_run_gives_the_same_scores_as_local_mode(cluster, dag_world, trained):
+def committed(env: dict, done: subprocess.CompletedProcess) -> dict[str, pd.DataFrame]:
+    """Each partition the run committed, read back from S3: {table: its rows, sorted}."""
+    from jobs.config import Env
+    from jobs.io.lake import FileSystem
+
+    settings = Env(_env_file=None, s3_endpoint_url=env["BATCHLOOP_S3_ENDPOINT_URL"])
+    out = {}
+    for table, partition, rows, commit in COMMITTED.findall(done.stdout + done.stderr):
+        location = f"{env['BATCHLOOP_LAKE_ROOT']}/batchloop.db/{table}/{partition}/{commit}"
+        filesystem, inner = FileSystem(settings)._resolve(location)
+        frame = ds.dataset(inner, filesystem=filesystem, format="parquet").to_table().to_pandas()
+        assert len(frame) == int(rows), (table, partition)
+        run_specific = [c for c in frame.columns if c in ("scored_at", "computed_at", "run_id", "airflow_run_id")]
+        frame = frame.drop(columns=run_specific)
+        out[table] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
+
+
+def steps(env: dict, cwd: Path, master: str) -> dict:
+    """validate, score, drift of the day through spark-submit on `master`: what each printed and committed."""
+    validated = submit(env, cwd, master, "validate", "--dataset", "features", "--date", DAY, "--no-docs",
+                       "--model-name", MODEL)
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    scored = submit(env, cwd, master, "score", "--date", DAY, "--model", f"models:/{MODEL}/1", "--no-shadow")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    drifted = submit(env, cwd, master, "drift", "--date", DAY, "--model", f"models:/{MODEL}/1")
+    assert drifted.returncode == 0, drifted.stderr[-3000:]
+    summary = "\n".join(line for line in validated.stdout.split("Data Docs:")[0].splitlines()
+                        if not LOG_LINE.match(line))  # the contract's summary, without the log's lines
+    return {"validate": summary, "logs": [scored.stdout + scored.stderr, drifted.stdout + drifted.stderr],
+            **committed(env, scored), **committed(env, drifted)}
+
+
+def test_a_two_worker_cluster_sharing_only_s3_leaves_the_rows_of_local_mode(cluster, s3_world, dag_world):
     from tests.integration.test_stack import LOOPBACK, listening_addresses
 
-    master, procs = cluster
-    # the master and the worker listen on loopback only
+    master, procs, base = cluster
+    # the master and the workers listen on loopback only
     for proc in procs:
         assert listening_addresses(proc.pid) <= LOOPBACK
-    # (spark-submit drivers boot the world's embedded metastore themselves: its Connect server steps aside
-    # for both; the metastore is asked again once it is back)
-    with dag_world.server_stopped():
-        # given the day scored in local mode
-        local = submit(dag_world, "local[2]")
-        assert local.returncode == 0, local.stderr[-3000:]
-        expected = content(str(committed_version(dag_world, local)))  # before the next commit supersedes it
-        # when the same job is submitted to the standalone cluster
-        remote = submit(dag_world, master)
-        assert remote.returncode == 0, remote.stderr[-3000:]
-    assert "master=local[2]" in local.stdout + local.stderr  # a classic driver, not a Connect client
-    assert f"master={master}" in remote.stdout + remote.stderr  # the job logs the master it runs on
-    # then the cluster's version is the one the metastore shows, and its scores are the same, row for row
-    visible = visible_partition(dag_world, "scores", DAY)
-    assert Path(visible.removeprefix("file:")).resolve() == committed_version(dag_world, remote).resolve()
-    assert content(visible) == expected
+    # given the day validated, scored and drifted by spark-submit in local mode
+    local = steps(s3_world, dag_world.root, "local[2]")
+    # when the same steps are submitted to the cluster
+    remote = steps(s3_world, dag_world.root, master)
+    assert all("master=local[2]" in log for log in local["logs"])
+    assert all(f"master={master}" in log for log in remote["logs"])  # each job logs the master it runs on
+    # then both workers ran executors of the jobs, each in its own work directory
+    for i in range(WORKERS):
+        assert list((base / f"worker{i}" / "work").glob("app-*/*/stderr")), f"worker {i} ran no executor"
+    # and the contract's verdict, the scores and the drift metrics are the same, row for row
+    assert remote["validate"] == local["validate"]
+    assert {"scores", "drift_metrics"} <= remote.keys()
+    for table in ("scores", "quarantine", "drift_metrics"):
+        if table in local or table in remote:
+            pd.testing.assert_frame_equal(remote[table], local[table], check_exact=table != "drift_metrics",
+                                          rtol=1e-9)

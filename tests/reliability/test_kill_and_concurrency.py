@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 import pytest
 
 from tests.conftest import BIN, MODEL
@@ -35,11 +35,15 @@ def visible_partition(world, table: str, day: str) -> str | None:
     return rows[0]["data_type"] if rows else None
 
 
-def content(location: str) -> tuple[int, int]:
-    """Rows and an order-independent checksum of a committed version folder."""
-    folder = Path(location.removeprefix("file:"))
-    manifest = json.loads((folder / "_manifest.json").read_text())
-    frame = pq.read_table(folder, columns=CONTENT).to_pandas()
+def content(location: str, s3_endpoint: str | None = None) -> tuple[int, int]:
+    """Rows and an order-independent checksum of a committed version folder (on local disk or S3)."""
+    from jobs.config import Env
+    from jobs.io.lake import FileSystem
+
+    files = FileSystem(Env(_env_file=None, s3_endpoint_url=s3_endpoint))
+    manifest = json.loads(files.read_text(f"{location}/_manifest.json"))
+    filesystem, inner = files._resolve(location)
+    frame = ds.dataset(inner, filesystem=filesystem, format="parquet").to_table(columns=CONTENT).to_pandas()
     assert len(frame) == manifest["rows"], "a committed version must hold every row its manifest counts"
     return len(frame), int(pd.util.hash_pandas_object(frame, index=False).sum() % (1 << 61))
 
