@@ -128,6 +128,21 @@ def _publish_result(context, path: Path, links: tuple):
     return result
 
 
+def _lineage_parent(context) -> dict[str, str]:
+    """This task's OpenLineage run as the provider hands it to spark-submit (spark.openlineage.parent*);
+    nothing when lineage is off."""
+    try:
+        from airflow.providers.openlineage.conf import is_disabled
+        from airflow.providers.openlineage.utils.spark import (
+            inject_parent_job_information_into_spark_properties,
+        )
+    except ImportError:  # the provider is not installed
+        return {}
+    if is_disabled():
+        return {}
+    return inject_parent_job_information_into_spark_properties({}, context)
+
+
 class SparkStep(SparkSubmitOperator):
     """One batchloop Spark command; its JSON result is the task's return value.
 
@@ -170,6 +185,8 @@ class SparkStep(SparkSubmitOperator):
                "BATCHLOOP_SPARK_REMOTE": remote}
         if connection.password:
             env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = connection.password
+        if parent := _lineage_parent(context):  # its Spark queries' lineage events name this task's run
+            env["BATCHLOOP_LINEAGE_PARENT"] = json.dumps(parent)
         command = [str(Path(sys.executable).parent / "batchloop"), *arguments]
         self.log.info("running %s on Spark Connect %s", " ".join(command[:1] + command[3:]), remote)
         self._client = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -244,6 +244,22 @@ def spark_mode(config: dict[str, str]) -> str:
     return mode
 
 
+def airflow_lineage(config: dict[str, str]) -> dict[str, str]:
+    """Airflow's OpenLineage provider: an event at the start and end of every task, to the lineage folder's
+    airflow.ndjson or the backend at BATCHLOOP_LINEAGE (Marquez); a spark-submit step passes the task's run on
+    to its driver (SparkStep does the same for a Connect client)."""
+    lineage = config.get("BATCHLOOP_LINEAGE", "")
+    if not lineage:
+        return {"AIRFLOW__OPENLINEAGE__DISABLED": "True"}
+    if lineage.startswith(("http://", "https://")):
+        transport = {"type": "http", "url": lineage.rstrip("/"), "endpoint": "api/v1/lineage"}
+    else:
+        transport = {"type": "file", "log_file_path": str(Path(lineage) / "airflow.ndjson"), "append": True}
+    return {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": config.get("BATCHLOOP_LINEAGE_NAMESPACE", "batchloop"),
+            "AIRFLOW__OPENLINEAGE__SPARK_INJECT_PARENT_JOB_INFO": "True"}
+
+
 def generate_config(state_dir: Path, ports: dict[str, int] | None = None) -> dict[str, str]:
     """A fresh configuration: generated credentials, ports, endpoints."""
     p = {**DEFAULT_PORTS, **(ports or {})}
@@ -281,6 +297,9 @@ def generate_config(state_dir: Path, ports: dict[str, int] | None = None) -> dic
         "BATCHLOOP_METASTORE_JDBC_URL": f"jdbc:postgresql://{HOST}:{p['BATCHLOOP_POSTGRES_PORT']}/metastore",
         # the lake: Hive tables on the stack's S3 server (a local folder instead: set it to one)
         "BATCHLOOP_LAKE_ROOT": "s3a://batchloop-lake/warehouse",
+        # OpenLineage events of every task and Spark query, as files in this folder (`batchloop lineage --events`);
+        # an http(s) URL sends them to Marquez or another OpenLineage backend instead; empty: none
+        "BATCHLOOP_LINEAGE": str(state_dir / "lineage"),
     }
 
 
@@ -485,6 +504,7 @@ class Stack:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn),
+            **airflow_lineage(c),
             "NO_PROXY": "*",
         }
 

@@ -109,6 +109,7 @@ def main(first: date, last: date) -> int:
     latest = {name: model_story(client, lake, spec, first, last) for name, spec in params.models.items()}
     c = stack.config
     name = next(iter(params.models))
+    lineage = env.lineage or "off"
     dags = ", ".join(f"score_daily__{m}, retrain__{m}, monitor_performance__{m}" for m in params.models)
     print(f"""
 Where to look
@@ -122,6 +123,7 @@ Where to look
   Data Docs     s3://{env.bucket_reports}/datadocs/{env.database}.<table>/<day>/
   The lake      .venv/bin/batchloop sql "SELECT model, dt, model_version, count(*) FROM scores GROUP BY 1, 2, 3 ORDER BY 1, 2"
   Lineage       .venv/bin/batchloop lineage --date {last} --model-name {name}
+                .venv/bin/batchloop lineage --events --date {last} --model-name {name}   (OpenLineage: {lineage})
   Stop          make down
 """)
     return 0

@@ -534,14 +534,32 @@ def lineage(
     key: Annotated[int | None, typer.Option(help="a subscriber id: show its score row too")] = None,
     table: Annotated[str, typer.Option(help="scores or scores_shadow")] = "scores",
     model_name: NameOpt = None,
+    events: Annotated[bool, typer.Option("--events", help="instead: each step of the day's DAG runs and the "
+                                                          "datasets it read and wrote, from the OpenLineage events")]
+    = False,
 ) -> None:
-    """Trace a day's scores back to the model version, its data snapshot, code and contract."""
+    """Trace a day's scores back to the model version, its data snapshot, code and contract; or, with --events,
+    show which inputs and outputs each step of the day's DAG runs touched."""
     from jobs.io import registry
     from jobs.io.lake import check_identifier
 
     day = parse_date(date_)
     check_identifier(table, "--table")
     spec, env = _settings(model_name)
+    if events:
+        from jobs.io.lineage import day_lineage
+
+        if env.lineage_url:
+            raise InvalidParameter(f"lineage events go to {env.lineage_url}: read them there (Marquez: its UI)")
+        if env.lineage_dir is None:
+            raise InvalidParameter("no lineage events are recorded: set BATCHLOOP_LINEAGE to a folder (the local "
+                                   "stack's default) or to an OpenLineage backend's URL")
+        found = day_lineage(env.lineage_dir, day.isoformat(), spec.name)
+        if not found["runs"]:
+            raise InvalidParameter(f"no DAG run of model {spec.name!r} for {day} in the lineage events of "
+                                   f"{env.lineage_dir} ({found['events']['airflow']} task events there)")
+        _emit(found)
+        return
     lake = _lake(env, "lineage")
     manifest = lake.manifest(table, day, spec.partition)
     if manifest is None:

@@ -458,6 +458,11 @@ class Env(BaseSettings):
     # MLflow: the tracking server (artifacts are proxied by it to the object store)
     mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
     notifier_url: str | None = None  # alerts: a webhook URL (JSON POST); unset = the log
+    # OpenLineage run events of every Spark query (and, through the stack, of every Airflow task): a folder
+    # (spark.ndjson and airflow.ndjson in it, read by `batchloop lineage --events`) or the http(s) URL of an
+    # OpenLineage backend such as Marquez (http://host:5000); empty: none
+    lineage: str = ""
+    lineage_namespace: str = Field(default="batchloop", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     # the DVC repository (project root): training snapshots are versioned there
     dvc_root: Path = PROJECT_ROOT
     dvc_remote: str = "storage"
@@ -478,6 +483,16 @@ class Env(BaseSettings):
     @property
     def lake_on_s3(self) -> bool:
         return self.warehouse.startswith(("s3a://", "s3://"))
+
+    @property
+    def lineage_url(self) -> str | None:
+        """The OpenLineage backend's URL when events go over HTTP."""
+        return self.lineage if self.lineage.startswith(("http://", "https://")) else None
+
+    @property
+    def lineage_dir(self) -> Path | None:
+        """The folder of the event files when events go to files."""
+        return Path(self.lineage) if self.lineage and not self.lineage_url else None
 
     @property
     def compiled_dir(self) -> Path:

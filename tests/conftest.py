@@ -28,6 +28,7 @@ from infra.stack import (  # noqa: E402
     connect_connection,
     free_ports,
     generate_config,
+    metastore_jdbc_url,
 )
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -168,16 +169,6 @@ class World:
         finally:
             spark.stop()
 
-    @contextmanager
-    def server_stopped(self):
-        """The world's Connect server stopped meanwhile (a spark-submit driver needs the embedded metastore)."""
-        server = self.stack.spark()
-        self.stack.stop(server)
-        try:
-            yield
-        finally:
-            start_connect_server(self.stack)
-
     def cli(self, *args: str, timeout: float = 900) -> dict:
         """Run `batchloop ...` in this world; its JSON result."""
         done = subprocess.run([str(BIN / "batchloop"), *args], env=self.env, capture_output=True, text=True,
@@ -239,14 +230,16 @@ def dag_world(services, tmp_path_factory) -> World:
     (repo / "params.yaml").write_text(yaml.safe_dump(own))
     (root / "airflow").mkdir()
     port = free_ports(["BATCHLOOP_SPARK_CONNECT_PORT"])
-    # dag.test's Airflow database: one of its own on the session's PostgreSQL; the lake on local disk under an
-    # embedded metastore (the fallback stack: the in-process tests run on the S3 lake and PostgreSQL metastore)
+    # dag.test's Airflow database and the Hive metastore: databases of its own on the session's PostgreSQL; the
+    # lake under a prefix of its own on the session's S3 server (the stack's defaults, as `make up` has them)
     config = {**services.config, **{k: str(v) for k, v in port.items()}, "BATCHLOOP_STATE_DIR": str(root / "state"),
               "BATCHLOOP_SPARK_REMOTE": f"sc://localhost:{port['BATCHLOOP_SPARK_CONNECT_PORT']}",
-              "BATCHLOOP_AIRFLOW_DB": "airflow_dag_test", "BATCHLOOP_LAKE_ROOT": "", "BATCHLOOP_METASTORE": "derby"}
+              "BATCHLOOP_AIRFLOW_DB": "airflow_dag_test", "BATCHLOOP_METASTORE_DB": "metastore_dag_world",
+              "BATCHLOOP_LAKE_ROOT": "s3a://batchloop-lake/dag-world", "BATCHLOOP_LINEAGE": str(root / "lineage")}
     stack = Stack(config)
     stack.prepare()
     stack.create_databases()
+    stack.create_metastore_schema()
     server = stack.spark()
     stack.start(server)  # the JVM warms up while Airflow's database is made
     env = {**services.env(), "BATCHLOOP_STATE_DIR": str(root / "state"), "BATCHLOOP_DVC_ROOT": str(repo),
@@ -255,7 +248,8 @@ def dag_world(services, tmp_path_factory) -> World:
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(connect_connection(config)),
            "BATCHLOOP_SPARK_REMOTE": config["BATCHLOOP_SPARK_REMOTE"], "BATCHLOOP_LAKE_GC_GRACE_MINUTES": "0",
-           "BATCHLOOP_LAKE_ROOT": "", "BATCHLOOP_METASTORE": "derby", "BATCHLOOP_METASTORE_JDBC_URL": "",
+           "BATCHLOOP_LAKE_ROOT": config["BATCHLOOP_LAKE_ROOT"], "BATCHLOOP_METASTORE_DB": "metastore_dag_world",
+           "BATCHLOOP_METASTORE_JDBC_URL": metastore_jdbc_url(config), "BATCHLOOP_LINEAGE": config["BATCHLOOP_LINEAGE"],
            "BATCHLOOP_SPARK_CONNECT_PORT": config["BATCHLOOP_SPARK_CONNECT_PORT"]}
     # Airflow's database is set up while the server starts and the data is generated: none needs the others
     migrate = subprocess.Popen([str(BIN / "airflow"), "db", "migrate"], env=env, stdout=subprocess.PIPE,

@@ -14,6 +14,7 @@ The code of the steps uses only what works in both: no SparkContext, no JVM gate
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -110,12 +111,44 @@ def session_conf(env: Env) -> dict[str, str]:
         java_options.append(f"-Dderby.system.home={env.metastore}")
     if env.lake_format == "hive":
         conf["spark.sql.catalogImplementation"] = "hive"
-    if env.lake_on_s3 or env.metastore_jdbc_url:
+    if env.lake_on_s3 or env.metastore_jdbc_url or env.lineage:
         classpath = f"{env.spark_jars_dir}/*"
         conf["spark.driver.extraClassPath"] = conf["spark.executor.extraClassPath"] = classpath
     if env.lake_on_s3:
         conf.update(s3a_conf(env))
+    if env.lineage:
+        conf.update(lineage_conf(env))
     conf["spark.driver.extraJavaOptions"] = " ".join(java_options)
+    return conf
+
+
+# what each Spark event records of the session that ran the query: the Airflow task it belongs to (its
+# OpenLineage run, set by the step from BATCHLOOP_LINEAGE_PARENT) and the step's tag (jobs.io.spark.step_tag)
+LINEAGE_PARENT_KEYS = ("spark.openlineage.parentJobNamespace", "spark.openlineage.parentJobName",
+                       "spark.openlineage.parentRunId", "spark.openlineage.rootParentJobNamespace",
+                       "spark.openlineage.rootParentJobName", "spark.openlineage.rootParentRunId")
+
+
+def lineage_conf(env: Env) -> dict[str, str]:
+    """OpenLineage's Spark listener: a run event for each query with the datasets it read and wrote, to the
+    folder's spark.ndjson (one JSON event per line) or to an OpenLineage backend over HTTP (Marquez).
+
+    A Connect server reads the parent run once, at its start; each session therefore states its Airflow task in
+    its own settings, which every event of its queries carries (captured properties)."""
+    conf = {
+        "spark.extraListeners": "io.openlineage.spark.agent.OpenLineageSparkListener",
+        "spark.openlineage.namespace": env.lineage_namespace,
+        "spark.openlineage.capturedProperties": ",".join(
+            ["spark.master", "spark.app.name", "spark.job.tags", *LINEAGE_PARENT_KEYS]),
+    }
+    if env.lineage_url:
+        conf.update({"spark.openlineage.transport.type": "http",
+                     "spark.openlineage.transport.url": env.lineage_url.rstrip("/"),
+                     "spark.openlineage.transport.endpoint": "/api/v1/lineage"})
+    else:
+        env.lineage_dir.mkdir(parents=True, exist_ok=True)
+        conf.update({"spark.openlineage.transport.type": "file",
+                     "spark.openlineage.transport.location": str(env.lineage_dir / "spark.ndjson")})
     return conf
 
 
@@ -133,6 +166,12 @@ def s3a_conf(env: Env) -> dict[str, str]:
         "spark.sql.sources.commitProtocolClass": "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol",
         "spark.sql.parquet.output.committer.class":
             "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
+        # an unreachable S3 fails the step in seconds, not after the connector's retries of every call (about two
+        # minutes each, measured: a write and its abort, tens of minutes); the DAG's task retries then do the
+        # waiting. Throttling (503) has its own, longer retries (fs.s3a.retry.throttle.*).
+        "spark.hadoop.fs.s3a.attempts.maximum": "2",
+        "spark.hadoop.fs.s3a.retry.limit": "3",
+        "spark.hadoop.fs.s3a.connection.establish.timeout": "5s",
     }
     if endpoint:
         conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
@@ -194,11 +233,11 @@ def metastore_secret(env: Env) -> dict[str, str]:
 
 def check_jars(env: Env) -> None:
     """The jars a lake on S3 or a metastore on PostgreSQL needs are installed (make install)."""
-    if not (env.lake_on_s3 or (env.lake_format == "hive" and env.metastore_jdbc_url)):
+    if not (env.lake_on_s3 or (env.lake_format == "hive" and env.metastore_jdbc_url) or env.lineage):
         return
     names = [p.name for p in env.spark_jars_dir.glob("*.jar")] if env.spark_jars_dir.is_dir() else []
     needed = (["hadoop-aws-", "bundle-", "spark-hadoop-cloud"] if env.lake_on_s3 else []) + \
-        (["postgresql-"] if env.metastore_jdbc_url else [])
+        (["postgresql-"] if env.metastore_jdbc_url else []) + (["openlineage-spark"] if env.lineage else [])
     missing = [n for n in needed if not any(name.startswith(n) for name in names)]
     if missing:
         raise ConfigError(f"the Spark jars {', '.join(m.rstrip('-') for m in missing)} are missing from "
@@ -263,7 +302,7 @@ def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
         builder = builder.master(env.spark_master)
     check_jars(env)
     check_metastore(env)
-    conf = {**session_conf(env), **metastore_secret(env)}
+    conf = {**session_conf(env), **metastore_secret(env), **lineage_parent()}
     if env.embedded_metastore:
         lock_embedded_metastore(env.metastore)
     if submitted:  # the DAG's spark-submit passes the driver's own JVM options and class path
@@ -280,6 +319,19 @@ def build_session(env: Env, app_name: str = "batchloop") -> SparkSession:
     return spark
 
 
+def lineage_parent() -> dict[str, str]:
+    """The OpenLineage parent run a DAG task hands its step (dags/steps.py: BATCHLOOP_LINEAGE_PARENT)."""
+    raw = os.environ.get("BATCHLOOP_LINEAGE_PARENT")
+    if not raw:
+        return {}
+    try:
+        given = json.loads(raw)
+    except ValueError:
+        log.warning("BATCHLOOP_LINEAGE_PARENT is not JSON; the step's lineage events name no parent")
+        return {}
+    return {k: str(v) for k, v in given.items() if k in LINEAGE_PARENT_KEYS}
+
+
 def _connect(env: Env, app_name: str) -> SparkSession:
     """A session on the Connect server; its operations carry the step's tag, a dead server fails fast."""
     try:
@@ -287,6 +339,8 @@ def _connect(env: Env, app_name: str) -> SparkSession:
         spark.client.set_retry_policies([ShortRetries()])
         tag = step_tag(app_name)
         spark.addTag(tag)
+        for key, value in lineage_parent().items():  # the Airflow task this step runs for (lineage events)
+            spark.conf.set(key, value)
         version = spark.version  # the first call: the server answers, or this fails
     except Exception as exc:  # noqa: BLE001 - any failure to reach the server is the same failure
         if connect_unavailable(exc):

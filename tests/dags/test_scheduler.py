@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,14 @@ from tests.dags.conftest import BIN, MODEL
 
 pytestmark = pytest.mark.dags
 
+DAYS = [f"2026-02-{d}" for d in range(11, 19)]  # eight days of the champion's, v1 (effective from 2026-02-10)
 CHECKSUM = ("SELECT dt, count(*) AS n, max(model_version) AS v, "
             "sum(cast(hash(subscriber_id, score, model_version, ood_features) AS bigint)) AS h "
-            "FROM scores WHERE dt BETWEEN DATE'2026-02-11' AND DATE'2026-02-12' GROUP BY dt ORDER BY dt")
+            f"FROM scores WHERE model = '{MODEL}' AND dt BETWEEN DATE'{DAYS[0]}' AND DATE'{DAYS[-1]}' "
+            "GROUP BY dt ORDER BY dt")
 SCORED_AT = "SELECT cast(max(scored_at) AS string) AS t FROM scores WHERE dt = DATE'2026-02-12'"
+SCORED_BETWEEN = ("SELECT cast(min(scored_at) AS string) AS first, cast(max(scored_at) AS string) AS last FROM scores "
+                  f"WHERE model = '{MODEL}' AND dt BETWEEN DATE'{DAYS[0]}' AND DATE'{DAYS[-1]}'")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +46,8 @@ def airflow(services, dag_world, trained):
               "BATCHLOOP_AIRFLOW_URL": url, "BATCHLOOP_STATE_DIR": dag_world.env["BATCHLOOP_STATE_DIR"],
               **{k: dag_world.env[k] for k in ("BATCHLOOP_DVC_ROOT", "BATCHLOOP_PARAMS", "BATCHLOOP_SPARK_REMOTE",
                                               "BATCHLOOP_SPARK_CONNECT_PORT", "BATCHLOOP_LAKE_GC_GRACE_MINUTES",
-                                              "BATCHLOOP_LAKE_ROOT", "BATCHLOOP_METASTORE")}}
+                                              "BATCHLOOP_LAKE_ROOT", "BATCHLOOP_METASTORE_DB",
+                                              "BATCHLOOP_LINEAGE")}}
     stack = Stack(config)
     stack.up({"airflow"})  # its Spark steps are clients of the world's Connect server
     client = AirflowClient.from_password_file(url, stack.password_file())
@@ -50,24 +56,88 @@ def airflow(services, dag_world, trained):
     stack.down({"airflow"})
 
 
-def test_a_backfill_scores_each_day_through_the_scheduler(airflow, dag_world):
-    # given the scheduler and a champion from 2026-02-10
+def spans(client: AirflowClient, dag_id: str, run_id: str, task_id: str) -> tuple[str, str]:
+    """When a task of a run started and ended, as the scheduler recorded it."""
+    [ti] = [t for t in client.task_instances(dag_id, run_id) if t["task_id"] == task_id]
+    return ti["start_date"], ti["end_date"]
+
+
+def most_at_once(intervals: list[tuple[str, str]]) -> int:
+    """The largest number of the intervals open at one moment."""
+    events = sorted([(datetime.fromisoformat(a), 1) for a, _ in intervals] +
+                    [(datetime.fromisoformat(b), -1) for _, b in intervals])
+    open_, most = 0, 0
+    for _, step in events:
+        open_ += step
+        most = max(most, open_)
+    return most
+
+
+def test_a_backfill_of_eight_days_with_several_active_runs_gives_the_rows_of_the_days_scored_one_by_one(
+        airflow, dag_world, artifacts):
+    # given the scheduler, a champion from 2026-02-10, and eight days scored one by one (the CLI, one after another)
     stack, client = airflow
+    started = time.monotonic()
+    for day in DAYS:
+        dag_world.cli("score", "--date", day, "--model", f"models:/{MODEL}/1", "--no-shadow")
+    one_by_one_seconds = time.monotonic() - started
+    one_by_one = dag_world.sql(CHECKSUM)
+    assert [(r["dt"], r["n"], r["v"]) for r in one_by_one] == [(d, 1500, "1") for d in DAYS]
+    before = dag_world.sql(SCORED_BETWEEN)[0]
     client.unpause(SCORE_DAILY)
-    # when a backfill is created through the REST API
-    backfill = client.backfill(SCORE_DAILY, "2026-02-11", "2026-02-12", max_active_runs=2)
-    client.wait_backfill(backfill["id"], timeout=1200)  # closed once every run of it has ended
+    # when a backfill of the eight days is created through the REST API, three runs active at a time
+    started = time.monotonic()
+    backfill = client.backfill(SCORE_DAILY, DAYS[0], DAYS[-1], max_active_runs=3)
+    client.wait_backfill(backfill["id"], timeout=1800)  # closed once every run of it has ended
+    backfill_seconds = time.monotonic() - started
     runs = [r for r in client.runs(SCORE_DAILY) if r["run_type"] == "backfill"]
-    # then each day ran every step and holds one score per subscriber from the champion
-    assert [r["state"] for r in runs] == ["success", "success"], runs
+    # then every day ran every step, several runs (and their scoring drivers) at once on the shared metastore
+    assert [r["state"] for r in runs] == ["success"] * len(DAYS), runs
     for run in runs:
         states = client.task_states(SCORE_DAILY, run["dag_run_id"])
         assert {k: v for k, v in states.items() if k != "raise_drift_alarm"} == {
             "wait_for_features": "success", "score": "success", "drift": "success", "publish": "success"}
+    at_once = most_at_once([(r["start_date"], r["end_date"]) for r in runs])
+    drivers = most_at_once([spans(client, SCORE_DAILY, r["dag_run_id"], "score") for r in runs])
+    assert at_once >= 2 and drivers >= 2, (at_once, drivers)
+    # and each day was scored again, into exactly the rows of the days scored one by one
+    after = dag_world.sql(SCORED_BETWEEN)[0]
+    assert after["first"] > before["last"], (before, after)
     rows = dag_world.sql(CHECKSUM)
-    assert [(r["dt"], r["n"], r["v"]) for r in rows] == [("2026-02-11", 1500, "1"), ("2026-02-12", 1500, "1")]
+    assert rows == one_by_one
+    (artifacts / "backfill_eight_days.json").write_text(json.dumps({
+        "days": len(DAYS), "rows_per_day": 1500, "most_runs_at_once": at_once, "most_scoring_steps_at_once": drivers,
+        "backfill_seconds": round(backfill_seconds), "one_by_one_cli_score_seconds": round(one_by_one_seconds),
+        "note": "the backfill runs every step (sensor, score, drift, publish); the one-by-one runs score only"},
+        indent=1))
     (Path(dag_world.root) / "first_backfill.json").write_text(json.dumps(
         {"rows": rows, "scored_at": dag_world.sql(SCORED_AT)[0]["t"]}))
+
+
+def test_the_lineage_events_show_what_each_step_of_a_days_run_read_and_wrote(airflow, dag_world):
+    # given the backfill's runs: Airflow's OpenLineage provider wrote an event as each task started and ended, the
+    # Connect server's OpenLineage listener one for each query, into the world's lineage folder
+    day = DAYS[0]
+    # when `batchloop lineage --events` is asked about the day
+    found = dag_world.cli("lineage", "--events", "--date", day, "--model-name", MODEL)
+    # then it shows the day's score_daily run, step by step, and what each step's queries read and wrote
+    assert found["events"]["airflow"] > 0 and found["events"]["spark"] > 0 and found["events"]["unreadable_lines"] == 0
+    [run] = [r for r in found["runs"] if r["dag_id"] == SCORE_DAILY]
+    steps = {s["task_id"]: s for s in run["steps"]}
+    assert {"wait_for_features", "score", "drift", "publish"} <= steps.keys()
+    assert {s["state"] for t, s in steps.items() if t != "raise_drift_alarm"} == {"success"}
+    with dag_world.session() as spark:  # where the metastore says the day's scores are
+        scores = spark.sql(f"DESCRIBE FORMATTED batchloop.scores PARTITION (model='{MODEL}', dt='{day}')") \
+            .where("col_name = 'Location'").first()["data_type"].split("://", 1)[1]
+    score, drift = steps["score"], steps["drift"]
+    assert score["spark_queries"] > 0 and drift["spark_queries"] > 0
+    assert any("/batchloop.db/features" in d for d in score["inputs"]), score["inputs"]
+    assert any(scores in d for d in score["outputs"]), (scores, score["outputs"])  # the very version it wrote
+    assert any(scores in d for d in drift["inputs"]) and any("/batchloop.db/drift_metrics" in d
+                                                             for d in drift["outputs"]), drift
+    # and nothing of another day: the steps of the same DAG's other runs are not mixed in
+    assert not any("dt=" in d and f"dt={day}" not in d for d in score["inputs"] + score["outputs"]), score
+    assert steps["publish"]["spark_queries"] == 0  # no Spark in it
 
 
 def test_running_the_backfill_again_changes_nothing(airflow, dag_world):
@@ -128,6 +198,30 @@ def test_a_second_model_of_another_kind_is_trained_scored_drifted_and_monitored_
     assert dag_world.sql(CHECKSUM) == churn_before
 
 
+def test_two_models_score_the_same_day_at_once_each_into_its_own_partition(airflow, dag_world):
+    # given both models' champions (churn's v1, spend's v1 from the test before) and churn's scored days
+    stack, client = airflow
+    day = "2026-02-19"
+    churn_before = dag_world.sql(CHECKSUM)
+    # when both models' score_daily runs of one day are created together
+    dags = (SCORE_DAILY, SPEND_DAGS[0])
+    backfills = [client.backfill(dag_id, day, day) for dag_id in dags]
+    for backfill in backfills:
+        client.wait_backfill(backfill["id"], timeout=1200)
+    runs = [next(r for r in client.runs(dag_id) if r["run_type"] == "backfill" and r["logical_date"].startswith(day))
+            for dag_id in dags]
+    # then both succeeded, their scoring steps at the same time (two drivers on the one metastore)
+    assert [r["state"] for r in runs] == ["success", "success"], [
+        client.task_states(d, r["dag_run_id"]) for d, r in zip(dags, runs, strict=True)]
+    scoring = [spans(client, d, r["dag_run_id"], "score") for d, r in zip(dags, runs, strict=True)]
+    assert most_at_once(scoring) == 2, scoring
+    # and each model's day is its own partition with every row, churn's other days untouched
+    rows = dag_world.sql("SELECT model, count(*) AS n, min(model_version) AS v, count(DISTINCT subscriber_id) AS k "
+                         f"FROM scores WHERE dt = DATE'{day}' GROUP BY model ORDER BY model")
+    assert [(r["model"], r["n"], r["v"], r["k"]) for r in rows] == [(MODEL, 1500, "1", 1500), (SPEND, 1500, "1", 1500)]
+    assert dag_world.sql(CHECKSUM) == churn_before
+
+
 def test_a_bad_parameter_is_refused_at_once_naming_it(airflow):
     stack, client = airflow
     with pytest.raises(AirflowError, match="HTTP 400.*param start.*'2026-02-30' is not a 'date'"):
@@ -155,8 +249,9 @@ def test_the_run_completes_when_the_scheduler_is_killed_and_restarted(airflow, d
     # given a run whose Spark step is under way
     stack, client = airflow
     client.unpause(SCORE_DAILY)
-    # (a manual run scores the last complete day before its date: 2026-02-13)
-    run_id = client.trigger(SCORE_DAILY, {}, logical_date="2026-02-14T00:00:00Z")
+    # (a manual run scores the last complete day before its date: 2026-02-13; at 06:00, as the backfill has
+    # a run dated 2026-02-14 already)
+    run_id = client.trigger(SCORE_DAILY, {}, logical_date="2026-02-14T06:00:00Z")
     deadline = time.monotonic() + 600
     # a warm step takes seconds: look often, for any of the run's Spark steps, and stop at once if the
     # run ended before one was seen running (then the test proved nothing and says so)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from pydantic import SecretStr
 from pyspark.sql import functions as F
 
 from infra.metastore import MetastoreError, ensure_schema
-from infra.stack import ROOT, free_port
+from infra.stack import DEFAULT_PORTS, ROOT, Stack, free_port, free_ports, generate_config
 from jobs.errors import ConfigError, ServiceUnavailable
 from jobs.io import objectstore
 from jobs.io.lake import MANIFEST, Lake, new_commit_id
@@ -147,28 +149,6 @@ def step_env(services, env, champion, tmp_path):
             "BATCHLOOP_METASTORE_JDBC_URL": env.metastore_jdbc_url}
 
 
-def test_a_kill_at_any_of_ten_points_never_leaves_a_partial_partition_on_s3(step_env, lake, champion, env):
-    from tests.reliability.test_kill_and_concurrency import POINTS, content, kill_when
-
-    p, _ = champion
-    day = "2026-02-19"
-    # given a clean run of the day
-    clean = score_step(step_env, day)
-    assert clean.wait(timeout=900) == 0, clean.stderr.read()[-2000:]
-    expected = content(lake.location("scores", date.fromisoformat(day), p.partition), env.s3_endpoint_url)
-    # when the step is killed at each point
-    for marker, occurrence, delay in POINTS:
-        proc = score_step(step_env, day)
-        assert kill_when(proc, marker, occurrence, delay), marker
-        # then the metastore shows a whole version with exactly the clean rows
-        location = lake.location("scores", date.fromisoformat(day), p.partition)
-        assert location is not None and content(location, env.s3_endpoint_url) == expected, (marker, occurrence)
-    # and a re-run gives exactly the clean run's rows
-    rerun = score_step(step_env, day)
-    assert rerun.wait(timeout=900) == 0, rerun.stderr.read()[-2000:]
-    assert content(lake.location("scores", date.fromisoformat(day), p.partition), env.s3_endpoint_url) == expected
-
-
 def test_several_drivers_share_the_postgresql_metastore_at_once(step_env, lake, champion):
     p, _ = champion
     drivers = {**step_env, "BATCHLOOP_SPARK_MODE": "submit", "BATCHLOOP_SPARK_MASTER": "local[1]",
@@ -188,6 +168,34 @@ def test_several_drivers_share_the_postgresql_metastore_at_once(step_env, lake, 
     assert {r["scores_rows"] for r in results[:2]} == {lake.read_partition("scores", date(2026, 2, 17),
                                                                             p.partition).count()}
     print(f"\nthree drivers on one metastore: {time.monotonic() - started:.0f} s")
+
+
+def test_the_fallback_stack_keeps_the_lake_on_local_disk_under_one_driver_at_a_time(step_env, champion, tmp_path):
+    p, _ = champion
+    # given the fallback where PostgreSQL cannot be installed: the lake on local disk, the metastore embedded (Derby)
+    # in each classic driver
+    fallback = {**step_env, "BATCHLOOP_SPARK_MODE": "submit", "BATCHLOOP_SPARK_MASTER": "local[1]",
+                "BATCHLOOP_SPARK_DRIVER_MEMORY": "1g", "BATCHLOOP_STATE_DIR": str(tmp_path / "state"),
+                "BATCHLOOP_LAKE_ROOT": "", "BATCHLOOP_METASTORE_JDBC_URL": ""}
+    day = "2026-02-17"
+    made = subprocess.run([str(BIN / "batchloop"), "generate", "--start", day, "--days", "1", "--rows", "1500"],
+                          env=fallback, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert made.returncode == 0, made.stderr[-2000:]
+    # when two drivers score the day at once
+    procs = [score_step(fallback, day) for _ in range(2)]
+    outputs = [proc.communicate(timeout=900) for proc in procs]
+    # then one waited for the other's metastore, both finished, and the day is one whole version on local disk
+    assert [proc.returncode for proc in procs] == [0, 0], [o[1][-1500:] for o in outputs]
+    assert sum("waiting for the embedded metastore" in o[1] for o in outputs) == 1
+    partition = tmp_path / "state" / "lake" / "batchloop.db" / "scores" / f"model={p.name}" / f"dt={day}"
+    versions = [v for v in partition.iterdir() if (v / MANIFEST).exists()]
+    assert len(versions) == 1, versions  # the superseded one removed (no grace here)
+    shown = subprocess.run([str(BIN / "batchloop"), "sql", "--json", "SELECT count(*) AS n, count(DISTINCT "
+                            f"subscriber_id) AS k FROM scores WHERE model = '{p.name}' AND dt = DATE'{day}'"],
+                           env=fallback, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert json.loads(shown.stdout.splitlines()[-1]) == {"n": 1500, "k": 1500}
+    assert json.loads(versions[0].joinpath(MANIFEST).read_text())["rows"] == 1500
 
 
 def test_a_metastore_of_another_schema_version_is_refused_naming_it(services, env):
@@ -230,3 +238,102 @@ def test_missing_connector_jars_name_the_install_step(env, tmp_path):
     with pytest.raises(ConfigError, match=r"hadoop-aws, bundle, spark-hadoop-cloud, postgresql are missing .*"
                                           r"`make install` \(infra/jars.sh\)"):
         check_jars(env.model_copy(update={"spark_jars_dir": tmp_path}))
+
+
+@pytest.fixture(scope="module")
+def fragile_lake(services, env, tmp_path_factory):
+    """A lake on an S3 server of this module's own (which a test stops), its metastore on a PostgreSQL of its own
+    and a Connect server over both; the same credentials as the session's servers."""
+    config = generate_config(tmp_path_factory.mktemp("fragile_lake"), free_ports(list(DEFAULT_PORTS)))
+    config.update({k: services.config[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                  "SPARK_CONNECT_AUTHENTICATE_TOKEN")})
+    stack = Stack(config)
+    try:
+        stack.up({"postgres", "s3", "spark"})
+    except Exception:
+        stack.down()  # what did start
+        raise
+    settings = env.model_copy(update={
+        "spark_remote": config["BATCHLOOP_SPARK_REMOTE"], "s3_endpoint_url": config["BATCHLOOP_S3_ENDPOINT_URL"],
+        "lake_root": config["BATCHLOOP_LAKE_ROOT"], "metastore_jdbc_url": stack.spark_env().metastore_jdbc_url,
+        "metastore_password": SecretStr(config["BATCHLOOP_POSTGRES_PASSWORD"])})
+    yield stack, settings
+    stack.down()
+
+
+def readable(env, location: str, timeout: float = 120.0) -> None:
+    """Wait until every object under `location` can be read again."""
+    client = objectstore.client(env)
+    bucket, _ = bucket_and_key(location)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for key in keys_under(env, location):
+                client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return
+        except Exception:  # noqa: BLE001 - not yet: any error means try again
+            assert time.monotonic() < deadline, f"{location} unreadable {timeout:.0f} s after S3 restarted"
+            time.sleep(1)
+
+
+def slow(rows: int, seconds: float):
+    """A frame whose tasks each take `seconds` before their rows reach the writer (two tasks at a time)."""
+    import pandas as pd
+
+    def produce(batches):
+        for batch in batches:
+            time.sleep(seconds)
+            yield pd.DataFrame({"id": batch["id"], "value": batch["id"] * 10 + 2})
+    return lambda spark: spark.range(0, rows, 1, 8).mapInPandas(produce, "id long, value long")
+
+
+@contextmanager
+def own_session(remote: str):
+    """A session of its own on another Connect server (getOrCreate would hand out this process's session on the
+    session's server); afterwards that one is the active session again."""
+    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    before = ConnectSession.getActiveSession()
+    spark = SparkSession.builder.remote(remote).create()
+    try:
+        yield spark
+    finally:
+        spark.stop()
+        if before is not None:
+            ConnectSession._set_default_and_active_session(before)
+
+
+def test_s3_down_during_a_partition_write_keeps_the_previous_version_and_the_rerun_completes_it(fragile_lake):
+    stack, settings = fragile_lake
+    s3 = next(s for s in stack.services({"s3"}))
+    with own_session(settings.spark_remote) as spark:
+        lake = Lake(spark, settings, namespace="s3_down")
+        # given a day's version on S3
+        first = lake.write_partition(frame(spark, 30, 1), "events", DAY)
+        # when S3 stops while the next version's tasks are writing
+        failure: list[BaseException] = []
+
+        def write():
+            try:
+                lake.write_partition(slow(400, 10.0)(spark), "events", DAY)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                failure.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(6)  # S3 goes while the new version is being made (eight tasks of ten seconds, two at a time)
+        stack.stop(s3, grace=2)
+        writer.join(timeout=900)
+        stack.start(s3)
+        stack.wait_healthy(s3)
+        readable(settings, first.location)  # back: its volumes loaded again (a few seconds of HTTP 500 before)
+        # then the write failed, and the previous version is what the metastore shows, whole
+        assert not writer.is_alive() and failure, "the write must fail while S3 is down"
+        print(f"\nthe write failed with: {str(failure[0]).splitlines()[0][:300]}")
+        assert lake.location("events", DAY) == first.location
+        assert lake.read_partition("events", DAY).count() == 30
+        # and a re-run completes the day: every row of the new version, the old one superseded
+        second = lake.write_partition(slow(400, 0.0)(spark), "events", DAY)
+        assert lake.location("events", DAY) == second.location != first.location
+        assert lake.read_partition("events", DAY).count() == 400 == lake.manifest("events", DAY)["rows"]

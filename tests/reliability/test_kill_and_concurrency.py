@@ -1,6 +1,6 @@
 """Scoring killed at ten points, two scorings of one day at once, a 30-day backfill in one driver.
 
-All on the DAG world (Hive tables, embedded metastore) with its champion `churn_dags`
+All on the DAG world (Hive tables on its S3 lake, the metastore on PostgreSQL) with its champion `churn_dags`
 version 1, as `batchloop` subprocesses: what an Airflow task or a person runs.
 """
 
@@ -33,6 +33,11 @@ def visible_partition(world, table: str, day: str) -> str | None:
         rows = spark.sql(f"DESCRIBE FORMATTED batchloop.{table} PARTITION (model='{MODEL}', dt='{day}')") \
             .where("col_name = 'Location'").collect()
     return rows[0]["data_type"] if rows else None
+
+
+def world_content(world, table: str, day: str) -> tuple[int, int]:
+    """`content` of what the world's metastore shows for the day."""
+    return content(visible_partition(world, table, day), world.env["BATCHLOOP_S3_ENDPOINT_URL"])
 
 
 def content(location: str, s3_endpoint: str | None = None) -> tuple[int, int]:
@@ -91,7 +96,7 @@ def test_a_kill_at_any_of_ten_points_never_leaves_a_partial_partition(dag_world,
     # given a clean run of the day
     clean = score_process(dag_world)
     assert clean.wait(timeout=900) == 0, clean.stderr.read()[-2000:]
-    expected = content(visible_partition(dag_world, "scores", DAY))
+    expected = world_content(dag_world, "scores", DAY)
     outcomes = []
     # when the scoring driver is killed at each point
     for marker, occurrence, delay in POINTS:
@@ -99,20 +104,21 @@ def test_a_kill_at_any_of_ten_points_never_leaves_a_partial_partition(dag_world,
         killed = kill_when(proc, marker, occurrence, delay)
         location = visible_partition(dag_world, "scores", DAY)
         # then what the metastore shows is a whole version with exactly the clean rows
-        assert location is not None and content(location) == expected, (marker, occurrence, location)
+        assert location is not None and content(location, dag_world.env["BATCHLOOP_S3_ENDPOINT_URL"]) == expected, (
+            marker, occurrence, location)
         outcomes.append({"point": marker or "JVM start", "occurrence": occurrence, "delay": delay,
                          "killed": killed, "visible": Path(location).name})
     # and a re-run gives exactly the clean run's rows
     rerun = score_process(dag_world)
     assert rerun.wait(timeout=900) == 0, rerun.stderr.read()[-2000:]
-    assert content(visible_partition(dag_world, "scores", DAY)) == expected
+    assert world_content(dag_world, "scores", DAY) == expected
     assert sum(o["killed"] for o in outcomes) == len(POINTS)
     (Path(dag_world.root) / "kill_points.json").write_text(json.dumps(outcomes, indent=1))
 
 
 def test_two_scorings_of_one_day_at_once_leave_exactly_one_correct_result(dag_world, trained):
     # given the day's expected rows
-    expected = content(visible_partition(dag_world, "scores", DAY))
+    expected = world_content(dag_world, "scores", DAY)
     # when two scorings of the same day start together
     a, b = score_process(dag_world), score_process(dag_world)
     outputs = [p.communicate(timeout=900) for p in (a, b)]
@@ -122,8 +128,7 @@ def test_two_scorings_of_one_day_at_once_leave_exactly_one_correct_result(dag_wo
     started = [stamp(o[1], "jobs.steps.score: scoring") for o in outputs]
     committed = [stamp(o[1], "committed batchloop.scores") for o in outputs]
     assert max(started) < min(committed), (started, committed)
-    location = visible_partition(dag_world, "scores", DAY)
-    assert content(location) == expected
+    assert world_content(dag_world, "scores", DAY) == expected
     results = [json.loads(o[0]) for o in outputs]
     assert {r["scores_rows"] for r in results} == {expected[0]}
 
