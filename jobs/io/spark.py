@@ -171,7 +171,7 @@ def s3a_conf(env: Env) -> dict[str, str]:
         # waiting. Throttling (503) has its own, longer retries (fs.s3a.retry.throttle.*).
         "spark.hadoop.fs.s3a.attempts.maximum": "2",
         "spark.hadoop.fs.s3a.retry.limit": "3",
-        "spark.hadoop.fs.s3a.connection.establish.timeout": "5s",
+        "spark.hadoop.fs.s3a.connection.establish.timeout": "15s",  # the lowest S3A accepts
     }
     if endpoint:
         conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
