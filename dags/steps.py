@@ -131,13 +131,9 @@ def _publish_result(context, path: Path, links: tuple):
 def _lineage_parent(context) -> dict[str, str]:
     """This task's OpenLineage run as the provider hands it to spark-submit (spark.openlineage.parent*);
     nothing when lineage is off."""
-    try:
-        from airflow.providers.openlineage.conf import is_disabled
-        from airflow.providers.openlineage.utils.spark import (
-            inject_parent_job_information_into_spark_properties,
-        )
-    except ImportError:  # the provider is not installed
-        return {}
+    from airflow.providers.openlineage.conf import is_disabled
+    from airflow.providers.openlineage.utils.spark import inject_parent_job_information_into_spark_properties
+
     if is_disabled():
         return {}
     return inject_parent_job_information_into_spark_properties({}, context)

@@ -244,19 +244,18 @@ def spark_mode(config: dict[str, str]) -> str:
     return mode
 
 
-def airflow_lineage(config: dict[str, str]) -> dict[str, str]:
-    """Airflow's OpenLineage provider: an event at the start and end of every task, to the lineage folder's
-    airflow.ndjson or the backend at BATCHLOOP_LINEAGE (Marquez); a spark-submit step passes the task's run on
-    to its driver (SparkStep does the same for a Connect client)."""
-    lineage = config.get("BATCHLOOP_LINEAGE", "")
-    if not lineage:
-        return {"AIRFLOW__OPENLINEAGE__DISABLED": "True"}
-    if lineage.startswith(("http://", "https://")):
-        transport = {"type": "http", "url": lineage.rstrip("/"), "endpoint": "api/v1/lineage"}
+def airflow_lineage(env) -> dict[str, str]:
+    """Airflow's OpenLineage provider (`env`: the stack's jobs.config.Env): an event at the start and end of every
+    task, to the lineage folder's airflow.ndjson or the backend at BATCHLOOP_LINEAGE (Marquez); a spark-submit step
+    passes the task's run on to its driver (SparkStep does the same for a Connect client)."""
+    if env.lineage_url:
+        transport = {"type": "http", "url": env.lineage_url.rstrip("/"), "endpoint": "api/v1/lineage"}
+    elif env.lineage_dir:
+        transport = {"type": "file", "log_file_path": str(env.lineage_dir / "airflow.ndjson"), "append": True}
     else:
-        transport = {"type": "file", "log_file_path": str(Path(lineage) / "airflow.ndjson"), "append": True}
+        return {"AIRFLOW__OPENLINEAGE__DISABLED": "True"}
     return {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
-            "AIRFLOW__OPENLINEAGE__NAMESPACE": config.get("BATCHLOOP_LINEAGE_NAMESPACE", "batchloop"),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": env.lineage_namespace,
             "AIRFLOW__OPENLINEAGE__SPARK_INJECT_PARENT_JOB_INFO": "True"}
 
 
@@ -504,7 +503,7 @@ class Stack:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn),
-            **airflow_lineage(c),
+            **airflow_lineage(self.spark_env()),
             "NO_PROXY": "*",
         }
 

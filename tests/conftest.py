@@ -248,9 +248,9 @@ def dag_world(services, tmp_path_factory) -> World:
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(connect_connection(config)),
            "BATCHLOOP_SPARK_REMOTE": config["BATCHLOOP_SPARK_REMOTE"], "BATCHLOOP_LAKE_GC_GRACE_MINUTES": "0",
-           "BATCHLOOP_LAKE_ROOT": config["BATCHLOOP_LAKE_ROOT"], "BATCHLOOP_METASTORE_DB": "metastore_dag_world",
-           "BATCHLOOP_METASTORE_JDBC_URL": metastore_jdbc_url(config), "BATCHLOOP_LINEAGE": config["BATCHLOOP_LINEAGE"],
-           "BATCHLOOP_SPARK_CONNECT_PORT": config["BATCHLOOP_SPARK_CONNECT_PORT"]}
+           **{k: config[k] for k in ("BATCHLOOP_LAKE_ROOT", "BATCHLOOP_METASTORE_DB", "BATCHLOOP_LINEAGE",
+                                     "BATCHLOOP_SPARK_CONNECT_PORT")},
+           "BATCHLOOP_METASTORE_JDBC_URL": metastore_jdbc_url(config)}
     # Airflow's database is set up while the server starts and the data is generated: none needs the others
     migrate = subprocess.Popen([str(BIN / "airflow"), "db", "migrate"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)

@@ -101,8 +101,11 @@ def _task_runs(events: list[dict], day: str, model: str | None) -> dict[str, dic
         conf = dag_run.get("conf") or {}
         if model and not (dag_id.endswith(f"__{model}") or conf.get("model_name") == model):
             continue
+        # the day a run is for: its data interval (score_daily, monitor_performance), its `as_of` (retrain) or the
+        # days from `start` to `end` (retro_test)
         started = str(dag_run.get("data_interval_start") or "")[:10]
-        if day not in (started, str(conf.get("as_of", "")), str(conf.get("date", ""))):
+        if not (day in (started, str(conf.get("as_of", ""))) or
+                str(conf.get("start", "~")) <= day <= str(conf.get("end", ""))):
             continue
         run_id = event["run"]["runId"]
         entry = tasks.setdefault(run_id, {

@@ -122,8 +122,8 @@ def session_conf(env: Env) -> dict[str, str]:
     return conf
 
 
-# what each Spark event records of the session that ran the query: the Airflow task it belongs to (its
-# OpenLineage run, set by the step from BATCHLOOP_LINEAGE_PARENT) and the step's tag (jobs.io.spark.step_tag)
+# the Airflow task a session's queries belong to (its OpenLineage run, handed to the step in
+# BATCHLOOP_LINEAGE_PARENT); the Spark events carry these settings and the step's tag (spark.job.tags)
 LINEAGE_PARENT_KEYS = ("spark.openlineage.parentJobNamespace", "spark.openlineage.parentJobName",
                        "spark.openlineage.parentRunId", "spark.openlineage.rootParentJobNamespace",
                        "spark.openlineage.rootParentJobName", "spark.openlineage.rootParentRunId")

@@ -72,10 +72,15 @@ def test_each_step_gets_the_datasets_of_the_queries_that_name_it(tmp_path):
     assert drift["outputs"] == ["s3a://lake/w/drift_metrics/model=churn/dt=2026-02-11/c3"]
 
 
-def test_a_run_triggered_for_a_day_is_found_by_its_conf_and_missing_files_are_no_events(tmp_path):
-    write(tmp_path / "airflow.ndjson", [airflow_event("COMPLETE", "t", "retrain__churn", "train", "2026-03-01",
-                                                      "2026-03-01T00:00:00Z", conf={"as_of": "2026-02-09"})])
+def test_a_run_triggered_for_a_day_or_a_range_is_found_by_its_conf_and_missing_files_are_no_events(tmp_path):
+    write(tmp_path / "airflow.ndjson", [
+        airflow_event("COMPLETE", "t", "retrain__churn", "train", "2026-03-01", "2026-03-01T00:00:00Z",
+                      conf={"as_of": "2026-02-09"}),
+        airflow_event("COMPLETE", "r", "retro_test", "retro", "2026-03-01", "2026-03-01T00:00:00Z",
+                      conf={"model_name": "churn", "start": "2026-02-05", "end": "2026-02-10"}),
+        airflow_event("COMPLETE", "o", "retro_test", "retro", "2026-03-01", "2026-03-01T00:00:00Z",
+                      conf={"model_name": "churn", "start": "2026-02-10", "end": "2026-02-12"})])
     found = day_lineage(tmp_path, "2026-02-09", "churn")
-    assert [s["task_id"] for r in found["runs"] for s in r["steps"]] == ["train"]
+    assert sorted(s["task_id"] for r in found["runs"] for s in r["steps"]) == ["retro", "train"]
     assert found["events"]["spark"] == 0
     assert read_events(tmp_path / "absent.ndjson") == ([], 0)
