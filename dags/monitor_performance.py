@@ -33,8 +33,11 @@ def build(model: str):
         tags=["batchloop", "monitoring", model],
     )
     def monitor_performance():
-        spark_step("monitor", "monitor", "--date", "{{ data_interval_start.strftime('%Y-%m-%d') }}",
-                   "--model-name", model)
+        day = "{{ data_interval_start.strftime('%Y-%m-%d') }}"
+        measure = spark_step("monitor", "monitor", "--date", day, "--model-name", model)
+        analyse = spark_step("analyze_experiment", "experiment", "analyze", "--date", day, "--model-name", model,
+                             links="experiment")
+        measure >> analyse
 
     return monitor_performance()
 

@@ -53,7 +53,8 @@ def declared_models() -> dict[str, dict[str, str]]:
     for name, entry in (raw.get("models") or {}).items():
         merged = {**defaults, **(entry or {})}
         schedule = str(merged.get("schedule", "@daily"))
-        out[str(name)] = {"table": str(merged.get("table", "")), "schedule": PRESETS.get(schedule, schedule)}
+        out[str(name)] = {"table": str(merged.get("table", "")), "schedule": PRESETS.get(schedule, schedule),
+                          "task": str(merged.get("task", "binary"))}
     return out
 
 
@@ -72,6 +73,8 @@ def drift_breach(model: str) -> Asset:
 DATE = r"^\d{4}-\d{2}-\d{2}$"
 MODEL_REF = r"^models:/[A-Za-z][A-Za-z0-9_\-]{0,62}(/[1-9][0-9]{0,8}|@[a-z][a-z0-9_\-]{0,62})$"
 NAMESPACE = r"^retro_[a-z0-9_]{1,57}$"
+VERSIONS = r"^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})+$"  # two or more registry versions, the control first
+SHARES = r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)(,(0(\.[0-9]{1,6})?|1(\.0{1,6})?))+$"  # one share in [0, 1] per version
 
 
 def alert_on_failure(context) -> None:
@@ -108,6 +111,13 @@ class MlflowRunLink(BaseOperatorLink):
 class DriftReportLink(MlflowRunLink):
     name = "Drift report"
     key = "drift_report"
+    artifact = "drift_report.html"  # of the step's MLflow run
+
+
+class ExperimentReportLink(DriftReportLink):
+    name = "Experiment report"
+    key = "experiment_report"
+    artifact = "experiment_report.html"
 
 
 def _result_path(context) -> Path:
@@ -122,8 +132,7 @@ def _publish_result(context, path: Path, links: tuple):
     result = json.loads(path.read_text()) if path.exists() else None
     run_url = (result or {}).get("mlflow_run", "") if isinstance(result, dict) else ""
     for link in links:
-        value = run_url if isinstance(link, MlflowRunLink) else f"{run_url}/artifacts/drift_report.html" \
-            if run_url else ""
+        value = f"{run_url}/artifacts/{link.artifact}" if run_url and isinstance(link, DriftReportLink) else run_url
         context["ti"].xcom_push(key=link.key, value=value)
     return result
 
@@ -233,7 +242,8 @@ class CliStep(BaseOperator):
         return _publish_result(context, path, self.operator_extra_links)
 
 
-LINKS = {"mlflow": (MlflowRunLink(),), "drift": (MlflowRunLink(), DriftReportLink())}
+LINKS = {"mlflow": (MlflowRunLink(),), "drift": (MlflowRunLink(), DriftReportLink()),
+         "experiment": (MlflowRunLink(), ExperimentReportLink())}
 
 
 def spark_step(task_id: str, *args: str, pool: str = LAKE_POOL, links: str | None = None, **kwargs) -> SparkStep:

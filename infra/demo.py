@@ -13,6 +13,11 @@
    the next day, before the model's next day is scored. Once a day is scored, the model's
    `monitor_performance__NAME` runs for the day its labels mature (30 days later): what was
    served, judged by its labels, per model version (champion and shadow).
+   The last model runs an A/B test from its first scored day: its champion against a
+   linear candidate trained on the same snapshot (the `experiment` DAG starts it); every
+   scored day serves each subscriber one of the two and keeps both scores; each
+   monitor_performance run then judges the test on the labels matured so far, until it
+   concludes (the always-valid test decides, or the 8 days have all matured).
 4. `retro_test` re-scores the days after the first model's promotion with its first
    champion, into its own namespace, and compares with what production served.
 5. The story of each model, from the lake, the registry and MLflow, with links.
@@ -36,6 +41,7 @@ SCORE_FIRST, SCORE_LAST = date(2026, 2, 10), date(2026, 2, 17)
 LABEL_DELAY = 30  # both demo models' label.delay_days: the scored days' labels are known this much later
 DAYS = (SCORE_LAST + timedelta(days=LABEL_DELAY) - START).days + 1  # through the last scored day's labels
 DAY = timedelta(days=1)
+EXPERIMENT_MDE = {"binary": 0.01, "regression": 0.5}  # AUC; RMSE of the demo's spend (in its units)
 
 
 def dag(kind: str, model: str) -> str:
@@ -88,6 +94,7 @@ class Demo:
     def __init__(self, stack: Stack, clock: Clock, models: list[str]):
         self.stack, self.clock, self.models = stack, clock, models
         self.monitoring: dict[str, list[tuple[date, str]]] = {}  # model -> (matured day, its monitor run)
+        self.experiments: dict[str, str] = {}  # model -> the experiment it runs
 
     def client(self) -> AirflowClient:
         """A client of its own for each thread (a requests session is not shared between threads)."""
@@ -105,6 +112,45 @@ class Demo:
         if client.wait(dag_id, run_id, timeout=3600, on_change=progress) != "success":
             raise AirflowError(f"the first training of {model} failed: see the retrain run {run_id}")
         self.report_training(client, dag_id, run_id)
+
+    def start_experiment(self, model: str) -> None:
+        """An A/B test of the model's champion against a candidate of another kind, from the first scored day.
+
+        The candidate is trained on the champion's snapshot with the params of a variant file (here a
+        linear model: Ridge for a regression model, logistic regression for a classifier), then the
+        `experiment` DAG starts the test; the model's monitor_performance runs judge it as labels mature."""
+        import yaml
+
+        from jobs.config import load_params, params_path
+
+        client = self.client()
+        spec = load_params().model(model)
+        estimator = ("sklearn.linear_model.Ridge", {"alpha": 1.0}) if spec.task == "regression" else (
+            "sklearn.linear_model.LogisticRegression", {"C": 1.0, "max_iter": 500})
+        raw = yaml.safe_load(params_path().read_text())
+        raw["models"][model]["trainer"] = {"name": "sklearn", "estimator": estimator[0], "params": estimator[1]}
+        variant = self.stack.state / "demo" / "candidate-params.yaml"
+        variant.parent.mkdir(parents=True, exist_ok=True)
+        variant.write_text(yaml.safe_dump(raw, sort_keys=False))
+        self.clock.say(f"experiment: a candidate for {model}, {estimator[0].rsplit('.', 1)[1]}, trained on the "
+                       f"champion's snapshot (params {variant})")
+        batchloop(self.stack, "--params", str(variant), "train", "--model-name", model, "--snapshot",
+                  f"snapshots/{model}/{FIRST_TRAINING}")
+        conf = {"action": "start", "model_name": model, "kind": "ab", "versions": "1,2", "shares": "0.5,0.5",
+                "primary_metric": spec.primary_metric, "mde": EXPERIMENT_MDE[spec.task], "max_days":
+                (SCORE_LAST - SCORE_FIRST).days + 1, "effective_from": SCORE_FIRST.isoformat(),
+                "reason": "is a linear model as good as the champion?"}
+        run_id = client.trigger("experiment", conf)
+        if client.wait("experiment", run_id, timeout=900) != "success":
+            raise AirflowError(f"the experiment of {model} did not start: see the experiment run {run_id}")
+        started = client.xcom("experiment", run_id, "start") or {}
+        self.experiments[model] = started.get("experiment", "")
+        self.clock.say(f"  experiment {started.get('experiment')}: A/B of versions "
+                       f"{' and '.join(started.get('versions', []))} at {started.get('shares')} from "
+                       f"{started.get('effective_from')} to {started.get('last_day')}, decided on "
+                       f"{started.get('primary_metric')}; "
+                       + ((started.get("sample_size") or {}).get("text") or "its sample size is estimated at the "
+                                                                            "first look"))
 
     def daily_scoring(self, model: str) -> None:
         """Score the model's days one after the other; a drift breach's retraining ends before the next day.
@@ -183,6 +229,11 @@ class Demo:
                      for r in measured["results"]]
             self.clock.say(f"  {dag_id}: {measured['scored_day']} (labels known {measured['labels_matured_on']}): "
                            + ("; ".join(cells) or measured.get("skipped", "nothing to measure")))
+            looked = client.xcom(dag_id, run_id, "analyze_experiment") if model in self.experiments else None
+            if looked and "skipped" not in looked:
+                self.clock.say(f"    experiment {looked['experiment']} on {looked['matured_rows']:,} matured rows: "
+                               + ("CONCLUDED: " if looked["concluded"] else "") + looked["reason"]
+                               + f"; report {looked['report']}")
 
     def retro_test(self, model: str) -> None:
         """The model's first champion over the days after its first promotion, against what production served."""
@@ -220,11 +271,12 @@ def main() -> int:
         print_status(stack)
         client = demo.client()
         client.wait_for_dags([dag(k, m) for m in models for k in ("score_daily", "retrain", "monitor_performance")]
-                             + ["retro_test", "promote"])
+                             + ["retro_test", "promote", "experiment"])
         for dag_id in [dag(k, m) for m in models for k in ("retrain", "score_daily", "monitor_performance")] \
-                + ["retro_test", "promote"]:
+                + ["retro_test", "promote", "experiment"]:
             client.unpause(dag_id)
         side_by_side(demo.first_champion, models)
+        demo.start_experiment(models[-1])
         clock.say(f"daily scoring {SCORE_FIRST}..{SCORE_LAST}, a run per model and day (the models side by side); "
                   "a drift breach starts the model's retrain through its Asset; each scored day is monitored on "
                   f"the day its labels mature ({LABEL_DELAY} days later)")

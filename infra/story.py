@@ -47,6 +47,24 @@ def decisions(client, model: str) -> dict[str, str]:
     return out
 
 
+def experiment_story(client, name: str) -> None:
+    """The model's experiments: their events and the report of their latest look."""
+    from jobs.steps.experiment import MLFLOW_EXPERIMENT, history
+
+    designs, events = history(client, name)
+    for d in designs.values():
+        print(f"\nExperiment {d.id} ({d.kind} of versions {', '.join(d.versions)}, {d.primary_metric}, "
+              f"{d.start}..{d.last_day}):")
+        for e in events:
+            if e.experiment == d.id:
+                print(f"  {e.effective_from}  {e.event:9}  shares {', '.join(f'{x:g}' for x in e.shares)}  ({e.reason})")
+        found = client.search_runs(
+            [x.experiment_id for x in [client.get_experiment_by_name(MLFLOW_EXPERIMENT)] if x],
+            f"tags.experiment = '{d.id}'", order_by=["tags.date DESC"], max_results=1)
+        if found:
+            print(f"  report of the look on {found[0].data.tags['date']}: {found[0].data.tags['report']}")
+
+
 def model_story(client, lake: Lake, spec, first: date, last: date) -> date:
     """One model's versions, champions and days; the last day drift was measured."""
     name = spec.name
@@ -55,9 +73,11 @@ def model_story(client, lake: Lake, spec, first: date, last: date) -> date:
     print("\nWho was champion (alias history):")
     for e in registry.alias_history(client, name):
         print(f"  {e.effective_from}  @{e.alias:10} -> {'v' + e.version if e.version else 'removed'}  ({e.reason})")
+    experiment_story(client, name)
     mine = spec.partition
     scored = {r["dt"]: r for r in lake.read_range("scores", first, last, mine).groupBy("dt").agg(
-        F.count(F.lit(1)).alias("rows"), F.max("model_version").alias("v")).collect()} if lake.exists("scores") else {}
+        F.count(F.lit(1)).alias("rows"), F.concat_ws("+", F.array_sort(F.collect_set("model_version"))).alias("v"))
+        .collect()} if lake.exists("scores") else {}
     drift = {r["dt"]: r for r in lake.read_range("drift_metrics", first, last, mine)
              .where((F.col("kind") == "dataset") & (F.col("method") == "share_drifted"))
              .select("dt", "statistic", "drifted").collect()} if lake.exists("drift_metrics") else {}
@@ -82,7 +102,7 @@ def model_story(client, lake: Lake, spec, first: date, last: date) -> date:
     while day <= last:
         s, d = scored.get(day), drift.get(day)
         manifest = lake.manifest("quarantine", day, {"source_table": spec.table}) or {}
-        cells = [str(day), f"v{s['v']}" if s else "-", str(s["rows"]) if s else "0",
+        cells = [str(day), "v" + s["v"].replace("+", "+v") if s else "-", str(s["rows"]) if s else "0",
                  str(manifest.get("quarantined_rows", "-")), f"{d['statistic']:.0%}" if d else "-",
                  f"{prediction[day]:.2f}" if day in prediction else "-",
                  ("yes" if d["drifted"] else "no") if d else "-", f"v{shadow[day]}" if day in shadow else "-"]
@@ -115,10 +135,10 @@ def main(first: date, last: date) -> int:
 Where to look
   The stack     {describe(stack)}
   Airflow UI    {c['BATCHLOOP_AIRFLOW_URL']}   user admin, password in {stack.password_file()}
-                DAGs {dags}, retro_test, promote
+                DAGs {dags}, retro_test, promote, experiment
   MLflow UI     {c['MLFLOW_TRACKING_URI']}   models {', '.join(repr(m) for m in params.models)}; experiments
                 batchloop-training, -evaluation, -drift (HTML reports as artifacts), -retraining (every policy
-                decision with its reasons)
+                decision with its reasons), -experiments (each look at an experiment, its report as an artifact)
   Drift reports {'; '.join(f"s3://{env.bucket_reports}/drift/{m}/{d}/report.html" for m, d in latest.items())}
   Data Docs     s3://{env.bucket_reports}/datadocs/{env.database}.<table>/<day>/
   The lake      .venv/bin/batchloop sql "SELECT model, dt, model_version, count(*) FROM scores GROUP BY 1, 2, 3 ORDER BY 1, 2"

@@ -21,6 +21,9 @@ data_app = typer.Typer(help="Training snapshots under DVC.", no_args_is_help=Tru
 app.add_typer(data_app, name="data")
 models_app = typer.Typer(help="The declared models (params.yaml `models`).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+experiment_app = typer.Typer(help="Controlled rollouts between versions of a model: canary, A/B test, bandit.",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
 log = logging.getLogger("batchloop")
 
 _RESULT_FILE: list[Path] = []
@@ -574,6 +577,114 @@ def lineage(
         row = lake.read_partition(table, day, spec.partition).where(f"{spec.key} = {int(key)}").first()
         out["row"] = row.asDict() if row else None
     _emit(out)
+
+
+FromOpt = Annotated[str | None, typer.Option("--from", help="first scored day it applies to, YYYY-MM-DD "
+                                                          "(default: today)")]
+
+
+def _from(value: str | None) -> date:
+    from datetime import UTC, datetime
+
+    return optional_date(value, "--from") or datetime.now(UTC).date()
+
+
+def _versions(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items or not all(v.isdigit() and int(v) > 0 for v in items):
+        raise InvalidParameter(f"--versions {value!r}: registry versions separated by commas, the control first, "
+                               "e.g. 3,4")
+    return items
+
+
+def _shares(value: str | None) -> list[float] | None:
+    if not value:
+        return None
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise InvalidParameter(f"--shares {value!r}: numbers separated by commas, one per version, e.g. "
+                               "0.9,0.1") from None
+
+
+@experiment_app.command("start")
+def experiment_start(
+    kind: Annotated[str, typer.Option(help="canary, ab or bandit")],
+    versions: Annotated[str, typer.Option(help="versions, the control (the champion) first, e.g. 3,4")],
+    start: FromOpt = None,
+    shares: Annotated[str | None, typer.Option(help="share per version, e.g. 0.9,0.1 (bandit/ab default: "
+                                                    "equal)")] = None,
+    metric: Annotated[str | None, typer.Option(help="primary metric (default: the gate's)")] = None,
+    mde: Annotated[float, typer.Option(help="minimum detectable effect on the primary metric")] = 0.01,
+    max_days: Annotated[int, typer.Option(help="maximum duration in days")] = 28,
+    alpha: Annotated[float, typer.Option(help="false-positive rate of the test")] = 0.05,
+    floor: Annotated[float, typer.Option(help="bandit: lowest share of an arm that is not stopped")] = 0.05,
+    experiment_id: Annotated[str | None, typer.Option("--id", help="experiment id (default: MODEL-KIND-YYYYMMDD)")]
+    = None,
+    model_name: NameOpt = None,
+) -> None:
+    """Start an experiment: checked against the registry, recorded in the model's history, with a sample-size
+    estimate from the control's latest matured day."""
+    from jobs.steps import experiment as job
+
+    first = _from(start)
+    spec, env = _settings(model_name)
+    # the design, the versions and the history are checked before a Spark session is opened
+    design = job.plan(spec, env, kind, _versions(versions), _shares(shares), metric, mde, max_days, first,
+                      experiment_id, alpha, floor)
+    _emit(job.start(spec, env, design, lake=_lake(env, "experiment")))
+
+
+@experiment_app.command("change")
+def experiment_change(
+    shares: Annotated[str, typer.Option(help="new share per version, e.g. 0.8,0.2")],
+    start: FromOpt = None,
+    reason: Annotated[str, typer.Option(help="why (recorded)")] = "shares changed by hand",
+    model_name: NameOpt = None,
+) -> None:
+    """Change the running experiment's shares from a day on (only the buckets that must move do)."""
+    from jobs.steps import experiment as job
+
+    first = _from(start)
+    spec, env = _settings(model_name)
+    _emit(job.change(spec, env, _shares(shares) or [], first, reason))
+
+
+@experiment_app.command("stop")
+def experiment_stop(
+    start: FromOpt = None,
+    reason: Annotated[str, typer.Option(help="why (recorded)")] = "stopped by hand",
+    model_name: NameOpt = None,
+) -> None:
+    """Stop the running experiment from a day on."""
+    from jobs.steps import experiment as job
+
+    first = _from(start)
+    spec, env = _settings(model_name)
+    _emit(job.stop(spec, env, first, reason))
+
+
+@experiment_app.command("show")
+def experiment_show(model_name: NameOpt = None) -> None:
+    """Every experiment of the model with its recorded events."""
+    from jobs.steps import experiment as job
+
+    spec, env = _settings(model_name)
+    _emit(job.show(spec, env))
+
+
+@experiment_app.command("analyze")
+def experiment_analyze(
+    date_: Annotated[str, typer.Option("--date", help="the day labels matured, YYYY-MM-DD")],
+    model_name: NameOpt = None,
+) -> None:
+    """The daily look at the running experiment on its matured rows: metrics, test, guardrails, shares,
+    conclusion, report."""
+    from jobs.steps import experiment as job
+
+    day = parse_date(date_)
+    spec, env = _settings(model_name)
+    _emit(job.analyse(spec, lambda: _lake(env, "experiment"), env, day))
 
 
 @app.command()

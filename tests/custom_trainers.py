@@ -2,7 +2,8 @@
 
 A trainer gets the training rows (the frame's `attrs` name the `label`, `key` and
 `features`) and its params. `tenure_bands` returns an MLflow PythonModel that carries its own preprocessing: it bands
-tenure and looks up the label rate of each (band, contract type) seen in training.
+tenure and looks up the label rate of each (band, contract type) seen in training (times `scale`, 1 unless a
+test wants scores outside [0, 1]).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pandas as pd
 class TenureBands(mlflow.pyfunc.PythonModel):
     """The outcome's mean per tenure band and contract type; the overall mean for anything unseen."""
 
-    def __init__(self, edges: list[float], rates: dict[str, float], overall: float):
-        self.edges, self.rates, self.overall = edges, rates, overall
+    def __init__(self, edges: list[float], rates: dict[str, float], overall: float, scale: float = 1.0):
+        self.edges, self.rates, self.overall, self.scale = edges, rates, overall, scale
 
     @staticmethod
     def cells(frame: pd.DataFrame, edges: list[float]) -> pd.Series:
@@ -25,7 +26,7 @@ class TenureBands(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         cells = self.cells(model_input, self.edges)
-        return np.array([self.rates.get(c, self.overall) for c in cells], dtype=float)
+        return np.array([self.rates.get(c, self.overall) for c in cells], dtype=float) * self.scale
 
 
 def tenure_bands(frame: pd.DataFrame, params: dict) -> TenureBands:
@@ -33,7 +34,8 @@ def tenure_bands(frame: pd.DataFrame, params: dict) -> TenureBands:
     edges = [float(x) for x in np.quantile(frame["tenure_months"].dropna(), np.linspace(0, 1, int(params["bands"]) + 1)[1:-1])]
     cells = TenureBands.cells(frame, edges)
     rates = frame.groupby(cells.to_numpy())[label].mean().to_dict()
-    return TenureBands(edges, {str(k): float(v) for k, v in rates.items()}, float(frame[label].mean()))
+    return TenureBands(edges, {str(k): float(v) for k, v in rates.items()}, float(frame[label].mean()),
+                       float(params.get("scale", 1.0)))  # scale: a broken model's scores, for the guardrail tests
 
 
 def raises(frame: pd.DataFrame, params: dict):

@@ -57,7 +57,7 @@ def oriented(metric: str, difference: float) -> float:
     return difference if HIGHER_IS_BETTER[metric] else -difference
 
 
-def _ranks(scores: np.ndarray) -> np.ndarray:
+def midranks(scores: np.ndarray) -> np.ndarray:
     """Average ranks (1-based), ties sharing their mean rank."""
     order = np.argsort(scores, kind="mergesort")
     sorted_scores = scores[order]
@@ -76,7 +76,7 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    r = _ranks(np.asarray(p, dtype=float))
+    r = midranks(np.asarray(p, dtype=float))
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 

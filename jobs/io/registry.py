@@ -26,6 +26,7 @@ MODEL_URI = re.compile(
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 EVENT_PREFIX = "alias_event."
+EXPERIMENT_PREFIX = "experiment_event."
 
 # what training logs with every version (artifacts of its run) and the tag naming its contract
 PROFILE_ARTIFACT = "reference_profile.json"
@@ -193,6 +194,27 @@ def move_alias(mlflow_client, name: str, alias: str, version: str | None, reason
     mlflow_client.set_registered_model_tag(name, key, json.dumps(event.as_dict(), sort_keys=True))
     log.info("alias %s@%s: %s -> %s from %s (%s)", name, alias, previous, version, effective_from, reason)
     return event
+
+
+# -- experiment history ----------------------------------------------------------------------
+def experiment_events(mlflow_client, name: str) -> list[dict[str, Any]]:
+    """Every recorded event of the model's experiments (registered-model tags `experiment_event.<time>`)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = mlflow_client.get_registered_model(name).tags
+    except MlflowException:
+        return []
+    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(EXPERIMENT_PREFIX))]
+
+
+def record_experiment_event(mlflow_client, name: str, event: dict[str, Any]) -> None:
+    """Append one experiment event to the model's history (never rewritten)."""
+    now = datetime.now(UTC)
+    key = f"{EXPERIMENT_PREFIX}{now:%Y%m%dT%H%M%S%f}.{event['event']}"
+    mlflow_client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True, default=str))
+    log.info("experiment %s of %s: %s from %s, shares %s (%s)", event["experiment"], name, event["event"],
+             event["effective_from"], event["shares"], event["reason"])
 
 
 def run_url(mlflow_client, tracking_uri: str, run_id: str) -> str:

@@ -234,6 +234,7 @@ def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None 
     from jobs.core.report import render_drift_report
 
     client = registry.client(env.mlflow_tracking_uri)
+    model_ref_given = model_ref
     if model_ref is None:
         manifest = lake.manifest("scores", day, spec.partition) or {}
         model_ref = manifest.get("model_uri")
@@ -285,7 +286,12 @@ def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None 
                       {"date": day.isoformat(), "model": model.uri, "share_drifted": round(ds["share_drifted"], 3),
                        "drifted_features": ds["drifted_features"], "prediction_drifted": result["prediction"]["drifted"],
                        "report": report_uri, "mlflow_run": run_url})
-    return {"date": day.isoformat(), "model": model.uri, "breached": ds["breached"],
+    guardrail = None
+    if model_ref_given is None:  # the served scores of an experiment: every arm's own prediction drift
+        from jobs.steps import experiment as experiments
+
+        guardrail = experiments.drift_guardrail(spec, lake, env, day)
+    return {"date": day.isoformat(), "model": model.uri, "breached": ds["breached"], "experiment": guardrail,
             "share_drifted": ds["share_drifted"], "drifted_features": ds["drifted_features"],
             "prediction_drifted": result["prediction"]["drifted"],
             "multivariate_p_value": result["multivariate"]["p_value"], "report": report_uri,

@@ -11,6 +11,7 @@ replaced atomically with a manifest. Counts must reconcile: input = scored + qua
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from jobs.contracts.contract import (
     raise_on_failure,
 )
 from jobs.contracts.validate import require_columns, validate_frame
+from jobs.core.experiment import State as ExperimentState
 from jobs.errors import ConfigError, ContractViolation, GoldenSampleMismatch, ModelNotFound, PartitionNotFound
 from jobs.io import lineage, registry
 from jobs.io.lake import Lake, checksum
@@ -43,6 +45,7 @@ from jobs.io.spark import cores as spark_cores
 from jobs.io.spark import keep
 from jobs.models import compiled, flavors, predict
 from jobs.models.encoding import model_matrix
+from jobs.steps import experiment as experiments
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +171,42 @@ def lineage_columns(scores: DataFrame, index: int, key: str, scorer: Scorer, run
     )
 
 
+def experiment_columns(scores: DataFrame, state: ExperimentState, key: str, arms: list[Scorer], run_id: str,
+                       scored_at: datetime, not_served: Sequence[int] = ()) -> DataFrame:
+    """The served score of each row (its arm's), with the arm, version and experiment, and every arm's score
+    beside it (`arm_scores`: version -> score), so arms can be compared on the same rows. The rows of an arm in
+    `not_served` are served by the control (arm 0)."""
+    d = state.design
+    arm = F.col("arm")
+    versions = F.array(*[F.lit(s.model.version) for s in arms])
+    run_ids = F.array(*[F.lit(s.model.run_id) for s in arms])
+    served = F.array(*[F.col(f"score_{i}") for i in range(len(arms))])
+    assigned = experiments.arm_column(state, experiments.bucket_column(d.salt, F.col("key")))
+    if not_served:
+        assigned = F.when(assigned.isin(*not_served), F.lit(0)).otherwise(assigned)
+    with_arm = scores.withColumn("arm", assigned)
+    return with_arm.select(
+        F.col("key").alias(key),
+        F.element_at(served, arm + 1).alias("score"),
+        F.lit(d.model).alias("model_name"),
+        F.element_at(versions, arm + 1).alias("model_version"),
+        F.lit("experiment").alias("model_alias"),
+        F.concat(F.lit(f"experiment {d.id} arm "), arm.cast("string")).alias("model_reference"),
+        F.element_at(run_ids, arm + 1).alias("model_run_id"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(scored_at).cast("timestamp").alias("scored_at"),
+        F.lit(lineage.code_version()).alias("code_version"),
+        "ood_features",
+        F.lit(d.id).alias("experiment_id"),
+        arm,
+        F.map_from_arrays(versions, served).alias("arm_scores"),
+    )
+
+
+def _encodes_differently(a: Scorer, b: Scorer) -> bool:
+    return a.kind == b.kind == flavors.BOOSTER and (a.names != b.names or a.vocab != b.vocab)
+
+
 def check_golden(spark, scorer: Scorer, data_key: str, input_schema: T.StructType, tolerance: float,
                  batch_rows: int, categorical: tuple[str, ...], compiled_dir: str | None = None) -> float:
     """Re-score the golden sample through the same Spark path; refuse when scores differ from training's."""
@@ -258,17 +297,33 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
         as_of: date | None = None, shadow: bool | None = None) -> dict[str, Any]:
     """Score one day from `source` into `sink` (the same lake, or a retro-test namespace)."""
     client = registry.client(env.mlflow_tracking_uri)
-    model, challenger = resolve_models(client, spec, day, model_ref,
-                                       spec.scoring.shadow if shadow is None else shadow, as_of)
-    log.info("scoring %s with %s (%s)%s", day, model.uri, model.reference,
-             f", shadow {challenger.uri}" if challenger else "")
+    # an experiment running on the day (of the model's history, unless a model is pinned) serves each row one
+    # of its arms, and every arm scores every row: the arms are the comparison, no shadow is scored then
+    experiment = None if model_ref or as_of else experiments.state_on(client, spec.name, day)
+    if experiment is None:
+        model, challenger = resolve_models(client, spec, day, model_ref,
+                                           spec.scoring.shadow if shadow is None else shadow, as_of)
+        arms = [model]
+        log.info("scoring %s with %s (%s)%s", day, model.uri, model.reference,
+                 f", shadow {challenger.uri}" if challenger else "")
+    else:
+        arms = [registry.resolve(client, f"models:/{spec.name}/{v}") for v in experiment.design.versions]
+        model, challenger = arms[0], None
+        log.info("scoring %s in experiment %s: %s with shares %s", day, experiment.design.id,
+                 ", ".join(m.uri for m in arms), list(experiment.shares))
     features_contract = load_contract(spec.table)
-    check_contract_version(model, features_contract, spec.validation)
-    scorers = [load_scorer(model, spec)] + ([load_scorer(challenger, spec)] if challenger else [])
-    if challenger and scorers[0].kind == scorers[1].kind == flavors.BOOSTER and (
-            scorers[1].names != scorers[0].names or scorers[1].vocab != scorers[0].vocab):
+    for m in arms:
+        check_contract_version(m, features_contract, spec.validation)
+    n_arms = len(arms)
+    scorers = [load_scorer(m, spec) for m in arms] + ([load_scorer(challenger, spec)] if challenger else [])
+    for s in scorers[1:n_arms]:
+        if experiment is not None and _encodes_differently(scorers[0], s):
+            raise ModelNotFound(f"experiment {experiment.design.id}: {s.model.uri} encodes features differently "
+                                f"from {model.uri}; the arms of an experiment are scored in one pass and must share "
+                                "the encoding (retrain them on the same vocabulary, or stop the experiment)")
+    if challenger and _encodes_differently(scorers[0], scorers[-1]):
         log.warning("%s encodes features differently; it is not shadow-scored", challenger.uri)
-        scorers, challenger = scorers[:1], None
+        scorers, challenger = scorers[:n_arms], None
     if spec.scoring.contributions_top_k and scorers[0].kind != flavors.BOOSTER:
         raise ConfigError(f"model {spec.name}: scoring.contributions_top_k needs a tree booster (LightGBM); "
                           f"{scorers[0].model.uri} is an MLflow pyfunc model: set it to 0 for this model")
@@ -297,14 +352,30 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
                           "contract": features_contract.fingerprint}, by={"source_table": spec.table})
     raise_on_failure(checked.report, checked.text)
 
-    top_k = spec.scoring.contributions_top_k
+    # an experiment's rows would carry the control's contributions whichever arm served them: none then
+    top_k = spec.scoring.contributions_top_k if experiment is None else 0
     scored = keep(predict_frame(checked.passed, spec.key, scorers, top_k, batch_rows, spec.features.categorical,
                                 compiled_dir))
     scored_at = datetime.now(UTC)
-    outputs = {"scores": lineage_columns(scored, 0, spec.key, scorers[0], run_id, scored_at, bool(top_k))}
-    if challenger:
-        outputs["scores_shadow"] = lineage_columns(scored, 1, spec.key, scorers[1], run_id, scored_at, False)
     scores_contract = load_contract(spec.scores_contract)
+    broken: list[int] = []
+    if experiment is None:
+        outputs = {"scores": lineage_columns(scored, 0, spec.key, scorers[0], run_id, scored_at, bool(top_k))}
+    else:
+        # guardrail: a challenger whose own scores break the scores contract serves none of its rows (the
+        # control serves them) and is stopped from the next day
+        for i in range(1, n_arms):
+            own = validate_frame(lineage_columns(scored, i, spec.key, scorers[i], run_id, scored_at, False),
+                                 scores_contract, spec.validation, f"{scorers[i].model.uri} dt={day}", spec.key)
+            if own.report.quarantined or own.report.verdict == "fail":
+                log.warning("experiment %s: %s breaks expectations/%s.json; the control serves its rows:\n%s",
+                            experiment.design.id, scorers[i].model.uri, spec.scores_contract, own.text)
+                broken.append(i)
+        outputs = {"scores": experiment_columns(scored, experiment, spec.key, scorers[:n_arms], run_id, scored_at,
+                                                broken)}
+    if challenger:
+        outputs["scores_shadow"] = lineage_columns(scored, n_arms, spec.key, scorers[n_arms], run_id, scored_at,
+                                                   False)
     counts = {"input_rows": checked.report.rows, "quarantined_rows": checked.report.quarantined}
     for table, frame in outputs.items():
         output = validate_frame(frame, scores_contract, spec.validation, f"{table} dt={day}", spec.key)
@@ -314,17 +385,25 @@ def run(spec: ModelSpec, source: Lake, sink: Lake, env: Env, day: date, model_re
         counts[f"{table}_rows"] = output.report.rows
     if counts["scores_rows"] + counts["quarantined_rows"] != counts["input_rows"]:
         raise ContractViolation(f"scoring {day}: counts do not reconcile: {counts}")
+    served_by = {"experiment": experiment.design.id, "arms": [s.model.uri for s in scorers[:n_arms]],
+                 "shares": list(experiment.shares), "not_served": [scorers[i].model.uri for i in broken]} \
+        if experiment else {}
     for table, frame in outputs.items():
-        scorer = scorers[0] if table == "scores" else scorers[1]
+        scorer = scorers[0] if table == "scores" else scorers[n_arms]
         sink.write_partition(frame, table, day, {
             "input_fingerprint": input_fingerprint, "input_table": f"{source.namespace}.{spec.table}",
             "model_uri": scorer.model.uri, "model_version": scorer.model.version,
             "model_reference": scorer.model.reference, "model_run_id": scorer.model.run_id,
-            "contract": features_contract.fingerprint, **counts}, by=spec.partition)
+            "contract": features_contract.fingerprint, **counts, **(served_by if table == "scores" else {})},
+            by=spec.partition)
+    if broken and experiment is not None:
+        experiments.stop_arms(spec, env, experiment, broken, day, "scores contract",
+                              f"broke expectations/{spec.scores_contract}.json")
     scored.unpersist()
     checked.annotated.unpersist()
     result = {"date": day.isoformat(), "model": model.uri, "model_reference": model.reference, "run_id": run_id,
-              "shadow": challenger.uri if challenger else None, "validation": published["record"], **counts}
+              "shadow": challenger.uri if challenger else None, "validation": published["record"], **counts,
+              **served_by}
     log.info("scored %s: %s", day, counts)
     return result
 

@@ -37,9 +37,9 @@ def test_dag_files_import_without_errors_or_heavy_modules(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
     dags = report["dags"]
-    # one score_daily, monitor_performance and retrain per declared model (params.yaml: churn, spend), two shared
+    # one score_daily, monitor_performance and retrain per declared model (params.yaml: churn, spend), three shared
     assert set(dags) == {f"{kind}__{model}" for kind in ("score_daily", "monitor_performance", "retrain")
-                         for model in ("churn", "spend")} | {"retro_test", "promote"}
+                         for model in ("churn", "spend")} | {"retro_test", "promote", "experiment"}
     assert all(d["doc"] for d in dags.values())
     assert dags["score_daily__churn"]["tasks"] == ["drift", "publish", "raise_drift_alarm", "score",
                                                    "wait_for_features"]
@@ -47,3 +47,18 @@ def test_dag_files_import_without_errors_or_heavy_modules(tmp_path):
                                                "should_retrain", "snapshot", "train"]
     assert dags["retro_test"]["params"] == ["champion_as_of", "compare_to_production", "end", "model_name",
                                             "namespace", "start", "version"]
+    assert dags["monitor_performance__churn"]["tasks"] == ["analyze_experiment", "monitor"]
+    assert dags["experiment"]["tasks"] == ["change", "choose", "start", "stop"]
+    assert dags["experiment"]["params"] == ["action", "effective_from", "kind", "max_days", "mde", "model_name",
+                                            "primary_metric", "reason", "shares", "versions"]
+
+
+def test_the_experiment_dag_offers_the_metrics_an_experiment_can_be_decided_on():
+    import ast
+
+    from jobs.core.experiment import METRICS
+
+    tree = ast.parse((ROOT / "dags" / "experiment.py").read_text())
+    [offered] = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                 and any(isinstance(t, ast.Name) and t.id == "METRICS" for t in node.targets)]
+    assert offered == {task: list(metrics) for task, metrics in METRICS.items()}

@@ -51,7 +51,7 @@ def airflow(services, dag_world, trained):
     stack = Stack(config)
     stack.up({"airflow"})  # its Spark steps are clients of the world's Connect server
     client = AirflowClient.from_password_file(url, stack.password_file())
-    client.wait_for_dags([SCORE_DAILY, RETRAIN, "retro_test", "promote", MONITOR, *SPEND_DAGS])
+    client.wait_for_dags([SCORE_DAILY, RETRAIN, "retro_test", "promote", "experiment", MONITOR, *SPEND_DAGS])
     yield stack, client
     stack.down({"airflow"})
 
@@ -291,6 +291,9 @@ STRING_PARAMS = {  # every string parameter the DAGs take, with a valid value fo
                        "namespace": "retro_inj"} for p in ("model_name", "champion_as_of", "start", "end", "namespace")},
     "promote": {p: {"action": "promote", "model_name": MODEL, "version": 1, "reason": "injection test"}
                 for p in ("action", "model_name", "effective_from")},
+    "experiment": {p: {"action": "start", "model_name": MODEL, "kind": "canary", "versions": "1,2", "shares": "0.9,0.1",
+                       "effective_from": "2026-06-01"}
+                   for p in ("action", "model_name", "kind", "versions", "shares", "primary_metric", "effective_from")},
 }
 
 
@@ -357,7 +360,7 @@ def log_in(driver, stack) -> None:
     WebDriverWait(driver, 60).until(lambda d: "/auth/login" not in d.current_url)
 
 
-def open_trigger_form(driver, stack, dag_id: str):
+def open_trigger_form(driver, stack, dag_id: str, field: str = "element_namespace"):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -365,7 +368,7 @@ def open_trigger_form(driver, stack, dag_id: str):
     driver.get(f"{stack.config['BATCHLOOP_AIRFLOW_URL']}/dags/{dag_id}")
     WebDriverWait(driver, 60).until(
         ec.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))).click()
-    return WebDriverWait(driver, 60).until(ec.presence_of_element_located((By.NAME, "element_namespace")))
+    return WebDriverWait(driver, 60).until(ec.presence_of_element_located((By.NAME, field)))
 
 
 def fill(driver, name: str, keys: str) -> None:
@@ -380,9 +383,18 @@ def fill(driver, name: str, keys: str) -> None:
     field.send_keys(keys)
 
 
-def test_a_retro_test_is_triggered_from_the_ui_form_and_succeeds(airflow, browser, dag_world, artifacts):
+def submit(driver, screenshot: Path) -> str:
+    """Keep a screenshot of the filled-in trigger form, submit it, and return the run it created."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.save_screenshot(str(screenshot))
+    driver.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]").click()
+    WebDriverWait(driver, 60).until(lambda d: "/runs/" in d.current_url)
+    return driver.current_url.rstrip("/").split("/runs/")[1].split("/")[0]
+
+
+def test_a_retro_test_is_triggered_from_the_ui_form_and_succeeds(airflow, browser, dag_world, artifacts):
 
     stack, client = airflow
     production = dag_world.sql(CHECKSUM)
@@ -395,10 +407,7 @@ def test_a_retro_test_is_triggered_from_the_ui_form_and_succeeds(airflow, browse
     fill(browser, "element_start", "02112026")
     fill(browser, "element_end", "02112026")
     fill(browser, "element_namespace", "retro_browser")
-    browser.save_screenshot(str(artifacts / "ui_retro_test_form.png"))
-    browser.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]").click()
-    WebDriverWait(browser, 60).until(lambda d: "/runs/" in d.current_url)
-    run_id = browser.current_url.rstrip("/").split("/runs/")[1].split("/")[0]
+    run_id = submit(browser, artifacts / "ui_retro_test_form.png")
     # then the run succeeds, writes to its namespace, and production is untouched
     assert client.wait("retro_test", run_id, timeout=900) == "success"
     browser.refresh()
@@ -440,3 +449,75 @@ def test_an_invalid_date_or_namespace_in_the_ui_form_is_refused(airflow, browser
     assert "Invalid input for param namespace" in alert.text
     # and no run was created
     assert len(client.runs("retro_test")) == before
+
+
+def experiment_events(dag_world) -> list[dict]:
+    return [e for x in dag_world.cli("experiment", "show", "--model-name", MODEL)["experiments"] for e in x["events"]]
+
+
+@pytest.fixture(scope="module")
+def second_version(dag_world):
+    """A second registered version of the world's model (v1's files again), so that an experiment has two arms;
+    no alias moves."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=dag_world.env["MLFLOW_TRACKING_URI"])
+    first = client.get_model_version(MODEL, "1")
+    return client.create_model_version(MODEL, first.source, run_id=first.run_id, tags=first.tags,
+                                       model_id=first.model_id or first.source.removeprefix("models:/")).version
+
+
+def test_a_bad_experiment_parameter_is_refused_before_anything_is_recorded(airflow, dag_world, second_version):
+    stack, client = airflow
+    client.unpause("experiment")
+    before = experiment_events(dag_world)
+    start = {"action": "start", "model_name": MODEL, "kind": "canary", "effective_from": "2026-06-01"}
+    # a metric that is not one: refused by the API when the run is asked for, naming the parameter
+    with pytest.raises(AirflowError, match="HTTP 400.*param primary_metric"):
+        client.trigger("experiment", {**start, "versions": "1,2", "shares": "0.9,0.1", "primary_metric": "accuracy"})
+    # a metric the binary model does not have, shares that do not sum to one, an unknown version: the run's first
+    # step refuses them before anything is recorded, without retries
+    for conf, message in (({"versions": "1,2", "shares": "0.9,0.1", "primary_metric": "rmse"}, "for a binary model"),
+                          ({"versions": "1,2", "shares": "0.9,0.2"}, "sum to 1.1"),
+                          ({"versions": "1,99", "shares": "0.9,0.1"}, "version 99")):
+        run_id = client.trigger("experiment", {**start, **conf})
+        assert client.wait("experiment", run_id, timeout=600) == "failed"
+        [ti] = [t for t in client.task_instances("experiment", run_id) if t["task_id"] == "start"]
+        assert ti["state"] == "failed" and ti["try_number"] == 1
+        log = client.call("GET", f"/dags/experiment/dagRuns/{run_id}/taskInstances/start/logs/1",
+                          params={"full_content": True})
+        assert message in json.dumps(log), (message, json.dumps(log)[-2000:])
+    assert experiment_events(dag_world) == before
+
+
+def test_an_experiment_is_started_from_the_ui_form_and_recorded(airflow, browser, dag_world, second_version,
+                                                                 artifacts):
+
+    stack, client = airflow
+    client.unpause("experiment")
+    # given a logged-in user on the experiment trigger form (action start, the world's model and canary preselected)
+    log_in(browser, stack)
+    open_trigger_form(browser, stack, "experiment", "element_versions")
+    # when they ask for a canary of version 2 beside version 1 from 2026-06-01 (after every day the tests score)
+    fill(browser, "element_versions", f"1,{second_version}")
+    fill(browser, "element_shares", "0.9,0.1")
+    fill(browser, "element_effective_from", "06012026")
+    fill(browser, "element_reason", "canary of the retrained model")
+    run_id = submit(browser, artifacts / "ui_experiment_form.png")
+    # then the run succeeds and the experiment is recorded in the model's history from that day
+    assert client.wait("experiment", run_id, timeout=900) == "success", client.task_states("experiment", run_id)
+    assert client.task_states("experiment", run_id) == {"choose": "success", "start": "success", "change": "skipped",
+                                                        "stop": "skipped"}
+    browser.refresh()
+    time.sleep(3)
+    browser.save_screenshot(str(artifacts / "ui_experiment_run.png"))
+    started = client.xcom("experiment", run_id, "start")
+    assert started["kind"] == "canary" and started["versions"] == ["1", second_version]
+    [event] = [e for e in experiment_events(dag_world) if e["experiment"] == started["experiment"]]
+    assert (event["event"], event["effective_from"], event["shares"]) == ("start", "2026-06-01", [0.9, 0.1])
+    # and a stop through the same DAG ends it from the same day: no day the other tests score is touched
+    run_id = client.trigger("experiment", {"action": "stop", "model_name": MODEL, "effective_from": "2026-06-01",
+                                           "reason": "scheduler test done"})
+    assert client.wait("experiment", run_id, timeout=600) == "success", client.task_states("experiment", run_id)
+    assert [e["event"] for e in experiment_events(dag_world) if e["experiment"] == started["experiment"]] == [
+        "start", "stop"]
