@@ -65,10 +65,14 @@ class Clock:
             print(f"demo [{time.monotonic() - self.t0:5.0f}s] {text}", flush=True)
 
 
-def batchloop(stack: Stack, *args: str) -> None:
+def batchloop(stack: Stack, *args: str) -> dict:
+    """Run a `batchloop` command on the stack; its JSON result."""
+    import json
+
     done = subprocess.run([str(VENV_BIN / "batchloop"), *args], env=stack.env(), capture_output=True, text=True)
     if done.returncode != 0:
         raise AirflowError(f"batchloop {args[0]} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
 
 
 def side_by_side(work: Callable[[str], None], models: list[str]) -> None:
@@ -95,6 +99,7 @@ class Demo:
         self.stack, self.clock, self.models = stack, clock, models
         self.monitoring: dict[str, list[tuple[date, str]]] = {}  # model -> (matured day, its monitor run)
         self.experiments: dict[str, str] = {}  # model -> the experiment it runs
+        self.champions: dict[str, str] = {}  # model -> the version its first training made champion
 
     def client(self) -> AirflowClient:
         """A client of its own for each thread (a requests session is not shared between threads)."""
@@ -112,6 +117,7 @@ class Demo:
         if client.wait(dag_id, run_id, timeout=3600, on_change=progress) != "success":
             raise AirflowError(f"the first training of {model} failed: see the retrain run {run_id}")
         self.report_training(client, dag_id, run_id)
+        self.champions[model] = str((client.xcom(dag_id, run_id, "train") or {}).get("version"))
 
     def start_experiment(self, model: str) -> None:
         """An A/B test of the model's champion against a candidate of another kind, from the first scored day.
@@ -125,6 +131,14 @@ class Demo:
 
         client = self.client()
         spec = load_params().model(model)
+        experiment_id = f"{model}-ab-{SCORE_FIRST:%Y%m%d}"
+        shown = batchloop(self.stack, "experiment", "show", "--model-name", model)
+        if any(x["design"]["id"] == experiment_id for x in shown.get("experiments", [])):
+            # a history is never rewritten: the days are scored with the arms it recorded
+            self.experiments[model] = experiment_id
+            self.clock.say(f"experiment {experiment_id} was started by an earlier run of the demo on this state; "
+                           "its recorded history serves the days again")
+            return
         estimator = ("sklearn.linear_model.Ridge", {"alpha": 1.0}) if spec.task == "regression" else (
             "sklearn.linear_model.LogisticRegression", {"C": 1.0, "max_iter": 500})
         raw = yaml.safe_load(params_path().read_text())
@@ -134,9 +148,10 @@ class Demo:
         variant.write_text(yaml.safe_dump(raw, sort_keys=False))
         self.clock.say(f"experiment: a candidate for {model}, {estimator[0].rsplit('.', 1)[1]}, trained on the "
                        f"champion's snapshot (params {variant})")
-        batchloop(self.stack, "--params", str(variant), "train", "--model-name", model, "--snapshot",
-                  f"snapshots/{model}/{FIRST_TRAINING}")
-        conf = {"action": "start", "model_name": model, "kind": "ab", "versions": "1,2", "shares": "0.5,0.5",
+        candidate = batchloop(self.stack, "--params", str(variant), "train", "--model-name", model, "--snapshot",
+                              f"snapshots/{model}/{FIRST_TRAINING}")["version"]
+        conf = {"action": "start", "model_name": model, "kind": "ab",
+                "versions": f"{self.champions[model]},{candidate}", "shares": "0.5,0.5",
                 "primary_metric": spec.primary_metric, "mde": EXPERIMENT_MDE[spec.task], "max_days":
                 (SCORE_LAST - SCORE_FIRST).days + 1, "effective_from": SCORE_FIRST.isoformat(),
                 "reason": "is a linear model as good as the champion?"}
@@ -149,8 +164,7 @@ class Demo:
                        f"{' and '.join(started.get('versions', []))} at {started.get('shares')} from "
                        f"{started.get('effective_from')} to {started.get('last_day')}, decided on "
                        f"{started.get('primary_metric')}; "
-                       + ((started.get("sample_size") or {}).get("text") or "its sample size is estimated at the "
-                                                                            "first look"))
+                       + ((started.get("sample_size") or {}).get("text") or "no sample-size estimate"))
 
     def daily_scoring(self, model: str) -> None:
         """Score the model's days one after the other; a drift breach's retraining ends before the next day.
@@ -177,7 +191,9 @@ class Demo:
         scored = client.xcom(dag_id, run_id, "score") if states.get("score") == "success" else None
         drift = client.xcom(dag_id, run_id, "drift") if states.get("drift") == "success" else None
         if scored and drift:
-            self.clock.say(f"{dag_id} {day}: {scored['scores_rows']:,} scored by {scored['model']} "
+            by = scored["model"] if not scored.get("experiment") else (
+                f"experiment {scored['experiment']} ({' and '.join(scored['arms'])}, shares {scored['shares']})")
+            self.clock.say(f"{dag_id} {day}: {scored['scores_rows']:,} scored by {by} "
                            f"({scored['quarantined_rows']} quarantined); drift {drift['share_drifted']:.0%} of "
                            f"features{', prediction drifted' if drift['prediction_drifted'] else ''}"
                            f"{' -> BREACH, drift event' if drift['breached'] else ''}")

@@ -18,6 +18,12 @@ from jobs.io.lake import Lake
 from jobs.io.spark import build_session
 
 
+def gate_text(tags: dict[str, str]) -> str:
+    if "gate_passed" not in tags:
+        return "not gated"
+    return "gate passed" if tags["gate_passed"] == "true" else f"gate failed: {tags.get('gate_reasons', '?')}"
+
+
 def versions(client, spec) -> list[str]:
     metric = spec.primary_metric
     lines = []
@@ -25,8 +31,9 @@ def versions(client, spec) -> list[str]:
         m = client.get_run(v.run_id).data.metrics
         lines.append(f"  v{v.version}: trained on {v.tags.get('training_window')} (labels known on "
                      f"{v.tags.get('as_of')}), holdout {metric.upper()} {m.get(f'holdout_{metric}', float('nan')):.3f}, "
-                     f"snapshot {v.tags.get('dvc_md5', '?')[:12]}, gate "
-                     f"{'passed' if v.tags.get('gate_passed') == 'true' else 'failed: ' + v.tags.get('gate_reasons', '?')}")
+                     f"snapshot {v.tags.get('dvc_md5', '?')[:12]}, " + gate_text(v.tags)
+                     + "".join(f"; {k}: {t.split(':', 1)[0]}" for k, t in sorted(v.tags.items())
+                               if k.startswith("experiment.")))
     return lines
 
 

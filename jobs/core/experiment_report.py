@@ -167,7 +167,8 @@ Shares from the next day: {{ dec.shares | join(", ") }}.</p>
 <td>{{ fmt(t.paired_low) }} .. {{ fmt(t.paired_high) }}</td><td>{{ "{:,}".format(t.sample_size_per_arm) }}</td></tr>{% endfor %}
 </table>
 <p>The decision is the mixture SPRT on the served rows (always valid under daily looks; the boundary is the |z|
-the difference must reach). The paired difference compares the arms' scores on the same rows (DeLong for AUC).</p>
+the difference must reach). The paired difference compares the arms' scores on the same rows (DeLong for AUC, a
+paired bootstrap otherwise).</p>
 <h2>Shares over time</h2>{{ shares }}
 {% if metric %}<h2>{{ d.primary_metric }} per arm over time (band: interval)</h2>{{ metric }}{% endif %}
 {% if test %}<h2>Test statistic |z| (solid) against its boundary (dashed)</h2>{{ test }}{% endif %}

@@ -103,7 +103,7 @@ def start(spec: ModelSpec, env: Env, d: xp.Design, lake: Lake | None = None) -> 
     champion = registry.holder(client, spec.name, registry.CHAMPION)
     if champion is not None and champion.version != d.versions[0]:
         log.warning("the control, version %s, is not the champion (version %s)", d.versions[0], champion.version)
-    estimate = sample_size_estimate(spec, lake, d) if lake is not None else None
+    estimate = sample_size_estimate(spec, lake, d, env) if lake is not None else None
     event = _record(client, spec.name, d, "start", d.shares, d.start, f"started: {d.kind} of versions "
                     f"{', '.join(d.versions)}", design=d.as_dict(), sample_size=estimate)
     for v in d.versions:
@@ -113,25 +113,37 @@ def start(spec: ModelSpec, env: Env, d: xp.Design, lake: Lake | None = None) -> 
             "last_day": d.last_day.isoformat(), "sample_size": estimate, "event": event}
 
 
-def sample_size_estimate(spec: ModelSpec, lake: Lake, d: xp.Design) -> dict[str, Any] | None:
-    """Matured rows per arm to detect the effect, from the control's latest served day with matured labels."""
+def sample_size_estimate(spec: ModelSpec, lake: Lake, d: xp.Design, env: Env | None = None) -> dict[str, Any] | None:
+    """Matured rows per arm to detect the effect, from the per-row variance of the metric on the control's latest
+    served day whose labels have matured, or else on the control's training holdout (its DVC snapshot)."""
     days = [x for x in lake.partitions("scores", spec.partition) if x <= d.start - timedelta(days=spec.label.delay_days)]
-    if not days or spec.label.table not in _tables(lake):
+    y = p = None
+    if days and spec.label.table in _tables(lake):
+        day = days[-1]
+        rows: pd.DataFrame = (lake.read_partition("scores", day, spec.partition)
+                              .where(F.col("model_version") == d.versions[0])
+                              .join(lake.read_partition(spec.label.table, day).select(spec.key, spec.label.column),
+                                    spec.key)
+                              .select("score", spec.label.column).toPandas())  # type: ignore[assignment]
+        y, p, source = rows[spec.label.column].to_numpy(float), rows["score"].to_numpy(float), f"its rows of {day}"
+    if (y is None or len(y) < 50) and env is not None:
+        from jobs.models import flavors
+        from jobs.steps.promotion import holdout_rows
+
+        control = registry.resolve(registry.client(env.mlflow_tracking_uri), f"models:/{spec.name}/{d.versions[0]}")
+        folder = env.dvc_root / control.tags.get("dvc_path", "")
+        if control.tags.get("dvc_path") and folder.is_dir():
+            holdout, window = holdout_rows(spec, lake.spark, folder)
+            y = holdout[spec.label.column].to_numpy(float)
+            p = np.asarray(flavors.predict_version(control, holdout, spec), float)
+            source = f"its training holdout from {window.holdout_first}"
+    if y is None or p is None or len(y) < 50:
         return None
-    day = days[-1]
-    rows: pd.DataFrame = (lake.read_partition("scores", day, spec.partition)
-                          .where(F.col("model_version") == d.versions[0])
-                          .join(lake.read_partition(spec.label.table, day).select(spec.key, spec.label.column),
-                                spec.key)
-                          .select("score", spec.label.column).toPandas())  # type: ignore[assignment]
-    if len(rows) < 50:
-        return None
-    variance = xp.influence_variance(d.primary_metric, rows[spec.label.column].to_numpy(float),
-                                     rows["score"].to_numpy(float))
+    variance = xp.influence_variance(d.primary_metric, y, p)
     n = xp.sample_size(d.primary_metric, variance, d.mde, d.alpha, arms=len(d.versions))
-    return {"rows_per_arm": n, "from_day": day.isoformat(), "from_rows": len(rows),
+    return {"rows_per_arm": n, "from": source, "from_rows": len(y),
             "text": f"about {n:,} matured rows per arm to detect a {d.primary_metric} difference of {d.mde:g} "
-                    f"(power 0.8, alpha {d.alpha:g}; from version {d.versions[0]}'s {len(rows):,} rows of {day})"}
+                    f"(power 0.8, alpha {d.alpha:g}; from version {d.versions[0]}'s {len(y):,} rows: {source})"}
 
 
 def _tables(lake: Lake) -> set[str]:

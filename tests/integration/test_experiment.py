@@ -79,6 +79,8 @@ def test_a_canary_serves_each_key_its_arm_and_keeps_every_arms_score(canary, lak
     design = experiments.plan(p, env, "canary", [good.version, weak.version], [0.7, 0.3], "auc", 0.02, 20, FIRST)
     started = experiments.start(p, env, design, lake=lake)
     assert started["experiment"] == "churn_xp-canary-20260114"
+    # no day the control served has matured yet: the sample size comes from its training holdout
+    assert started["sample_size"]["rows_per_arm"] > 0 and "training holdout" in started["sample_size"]["text"]
     for day in DAYS:
         result = scoring.run(p, lake, lake, env, day)
         assert result["experiment"] == started["experiment"] and result["scores_rows"] == 4000
