@@ -116,16 +116,21 @@ def start(spec: ModelSpec, env: Env, d: xp.Design, lake: Lake | None = None) -> 
 def sample_size_estimate(spec: ModelSpec, lake: Lake, d: xp.Design, env: Env | None = None) -> dict[str, Any] | None:
     """Matured rows per arm to detect the effect, from the per-row variance of the metric on the control's latest
     served day whose labels have matured, or else on the control's training holdout (its DVC snapshot)."""
-    days = [x for x in lake.partitions("scores", spec.partition) if x <= d.start - timedelta(days=spec.label.delay_days)]
     y = p = None
-    if days and spec.label.table in _tables(lake):
-        day = days[-1]
-        rows: pd.DataFrame = (lake.read_partition("scores", day, spec.partition)
-                              .where(F.col("model_version") == d.versions[0])
-                              .join(lake.read_partition(spec.label.table, day).select(spec.key, spec.label.column),
-                                    spec.key)
-                              .select("score", spec.label.column).toPandas())  # type: ignore[assignment]
-        y, p, source = rows[spec.label.column].to_numpy(float), rows["score"].to_numpy(float), f"its rows of {day}"
+    if spec.label.table in _tables(lake):
+        # the latest day the control served whose labels had matured when the experiment starts
+        labelled = set(lake.partitions(spec.label.table))
+        days = [x for x in lake.partitions("scores", spec.partition)
+                if x <= d.start - timedelta(days=spec.label.delay_days) and x in labelled]
+        if days:
+            day = days[-1]
+            labels = lake.read_partition(spec.label.table, day).where(F.col("available_at") <= F.lit(d.start))
+            rows: pd.DataFrame = (lake.read_partition("scores", day, spec.partition)
+                                  .where(F.col("model_version") == d.versions[0])
+                                  .join(labels.select(spec.key, spec.label.column), spec.key)
+                                  .select("score", spec.label.column).toPandas())  # type: ignore[assignment]
+            y, p = rows[spec.label.column].to_numpy(float), rows["score"].to_numpy(float)
+            source = f"its rows of {day}"
     if (y is None or len(y) < 50) and env is not None:
         from jobs.models import flavors
         from jobs.steps.promotion import holdout_rows

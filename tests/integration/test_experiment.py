@@ -151,7 +151,11 @@ def test_a_canary_that_breaks_the_scores_contract_serves_no_row_and_is_stopped_f
     day = date(2026, 2, 18)
     design = experiments.plan(p, env, "canary", [good.version, broken.model.version], [0.8, 0.2], "auc", 0.02, 10,
                               day)
-    experiments.start(p, env, design)
+    started = experiments.start(p, env, design, lake=lake)
+    # its sample size comes from the latest day the control served with matured labels (the first canary's), or,
+    # when this test runs alone, from the control's training holdout
+    served = [x for x in lake.partitions("scores", p.partition) if x <= day - timedelta(days=30)]
+    assert (f"its rows of {served[-1]}" if served else "training holdout") in started["sample_size"]["text"]
     # when the day is scored
     result = scoring.run(p, lake, lake, env, day)
     # then every row is served by the control, the canary's own scores kept beside them, nothing lost
