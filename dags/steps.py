@@ -53,8 +53,7 @@ def declared_models() -> dict[str, dict[str, str]]:
     for name, entry in (raw.get("models") or {}).items():
         merged = {**defaults, **(entry or {})}
         schedule = str(merged.get("schedule", "@daily"))
-        out[str(name)] = {"table": str(merged.get("table", "")), "schedule": PRESETS.get(schedule, schedule),
-                          "task": str(merged.get("task", "binary"))}
+        out[str(name)] = {"table": str(merged.get("table", "")), "schedule": PRESETS.get(schedule, schedule)}
     return out
 
 

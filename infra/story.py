@@ -59,15 +59,15 @@ def experiment_story(client, name: str) -> None:
     from jobs.steps.experiment import MLFLOW_EXPERIMENT, history
 
     designs, events = history(client, name)
+    looks = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
     for d in designs.values():
         print(f"\nExperiment {d.id} ({d.kind} of versions {', '.join(d.versions)}, {d.primary_metric}, "
               f"{d.start}..{d.last_day}):")
         for e in events:
             if e.experiment == d.id:
                 print(f"  {e.effective_from}  {e.event:9}  shares {', '.join(f'{x:g}' for x in e.shares)}  ({e.reason})")
-        found = client.search_runs(
-            [x.experiment_id for x in [client.get_experiment_by_name(MLFLOW_EXPERIMENT)] if x],
-            f"tags.experiment = '{d.id}'", order_by=["tags.date DESC"], max_results=1)
+        found = client.search_runs([looks.experiment_id], f"tags.experiment = '{d.id}'",
+                                   order_by=["tags.date DESC"], max_results=1) if looks else []
         if found:
             print(f"  report of the look on {found[0].data.tags['date']}: {found[0].data.tags['report']}")
 

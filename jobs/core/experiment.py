@@ -28,14 +28,14 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from jobs.core.metrics import bootstrap_difference, midranks
+from jobs.core.metrics import bootstrap_difference, midranks, oriented
 from jobs.errors import InvalidParameter
 
 BUCKETS = 10_000
@@ -43,8 +43,6 @@ EXPERIMENT_ID = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,63}")
 KINDS = ("canary", "ab", "bandit")
 # the metrics an experiment can be decided on: each has a per-row variance the sequential test can use
 METRICS = {"binary": ("auc", "log_loss", "brier"), "regression": ("rmse", "mae")}
-HIGHER_IS_BETTER = {"auc": True, "log_loss": False, "brier": False, "rmse": False, "mae": False}
-EVENTS = ("start", "shares", "guardrail", "conclude", "stop")
 ENDING = ("conclude", "stop")
 CANARY_MAX_SHARE = 0.5
 WIN_PROBABILITY = 0.95  # a bandit concludes when one arm is best with this posterior probability
@@ -222,7 +220,6 @@ class State:
     shares: tuple[float, ...]
     table: tuple[int, ...]
     active: bool
-    ended: Event | None = None
 
     def arm_of(self, key: Any) -> int:
         return arm_of(self.table, self.design.salt, key)
@@ -237,15 +234,11 @@ def state_on(start: Design, events: Sequence[Event], day: date) -> State | None:
     applying = [e for e in ordered(events) if e.experiment == start.id and e.effective_from <= day]
     if not applying or day < start.start:
         return None
-    table, shares, ended = initial_table(start.shares), start.shares, None
+    table, shares = initial_table(start.shares), start.shares
     for e in applying:
-        if e.event == "start":
-            continue
-        if e.shares != shares:
+        if e.event != "start" and e.shares != shares:
             table, shares = reallocate(table, e.shares), e.shares
-        if e.event in ENDING:
-            ended = e
-    return State(start, shares, table, ended is None, ended)
+    return State(start, shares, table, not any(e.event in ENDING for e in applying))
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -324,11 +317,6 @@ def unpaired_difference(challenger: Estimate, control: Estimate) -> Estimate:
     """challenger - control on disjoint rows (each arm's served rows): the variances add."""
     return Estimate(challenger.value - control.value, challenger.variance + control.variance,
                     challenger.rows + control.rows)
-
-
-def oriented(metric: str, difference: float) -> float:
-    """A difference (challenger - control) as an improvement: positive is better."""
-    return difference if HIGHER_IS_BETTER[metric] else -difference
 
 
 @dataclass(frozen=True)
@@ -410,21 +398,20 @@ def thompson_shares(p_best: Sequence[float] | np.ndarray, floor: float, live: Se
     return tuple(float(x) for x in rounded)
 
 
+def without(shares: Sequence[float], arms: Sequence[int]) -> tuple[float, ...]:
+    """The shares with `arms` stopped: their share goes to the control (arm 0)."""
+    out = list(shares)
+    for a in arms:
+        out[0] += out[a]
+        out[a] = 0.0
+    return tuple(out)
+
+
 def seed_of(*parts: Any) -> int:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
 # -- one day's analysis ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ArmData:
-    """One arm's matured rows: outcome and the arm's own score on every row, and which rows it served."""
-
-    y: np.ndarray
-    score: np.ndarray
-    served: np.ndarray  # bool per row
-    day: np.ndarray     # scored day (ordinal) per row, for the bandit's per-day deciles
-
-
 @dataclass(frozen=True)
 class Decision:
     """What one look concludes: per-arm figures, the tests, share changes, stops and a conclusion."""
@@ -491,6 +478,7 @@ def analyse(d: Design, state: State, y: np.ndarray, scores: np.ndarray, served_a
         stop_arms = worse  # guardrail: worse than the control with the test's confidence
         for a in stop_arms:
             live[a] = False
+    p_best = [0.0] * k
     if d.kind == "bandit":
         successes, trials = np.zeros(k), np.zeros(k)
         scale = float(np.std(y)) if d.task == "regression" else None
@@ -501,17 +489,15 @@ def analyse(d: Design, state: State, y: np.ndarray, scores: np.ndarray, served_a
                 successes[a] += s
                 trials[a] += t
         posterior = probability_best(successes, trials, seed=seed_of(d.id, today.isoformat()))
-        for entry, won, tried, pb in zip(arms, successes, trials, posterior, strict=True):
-            entry.update(reward_successes=float(won), reward_trials=int(tried), p_best=float(pb))
+        p_best = [float(x) for x in posterior]
+        for entry, won, tried, pb in zip(arms, successes, trials, p_best, strict=True):
+            entry.update(reward_successes=float(won), reward_trials=int(tried), p_best=pb)
         shares = list(thompson_shares(posterior, d.floor, live))
     elif stop_arms:
-        for a in stop_arms:
-            shares[0] += shares[a]
-            shares[a] = 0.0
+        shares = list(without(shares, stop_arms))
     ended = (matured_through or today) >= d.last_day
     conclude, winner, reason = False, 0, ""
     if d.kind == "bandit":
-        p_best = [float(a.get("p_best", 0.0)) for a in arms]  # type: ignore[arg-type]
         top = int(np.argmax(p_best))
         if p_best[top] >= WIN_PROBABILITY:
             conclude, winner = True, top
@@ -532,7 +518,6 @@ def analyse(d: Design, state: State, y: np.ndarray, scores: np.ndarray, served_a
         if d.kind == "canary" and live[1]:
             winner, reason = 1, f"the canary ran its {d.max_days} days without being worse than the control"
         elif d.kind == "bandit":
-            p_best = [float(a.get("p_best", 0.0)) for a in arms]  # type: ignore[arg-type]
             winner, reason = 0, (f"maximum duration of {d.max_days} days reached; no arm is best with probability "
                                  f"{WIN_PROBABILITY} (best {max(p_best):.3f}): the control stays")
         else:
@@ -552,6 +537,3 @@ def guardrail_stops(state: State, failing: Sequence[bool], control_failing: bool
         return []
     return [a for a in range(1, len(state.shares)) if failing[a] and state.shares[a] > 0]
 
-
-def with_shares(state: State, shares: Sequence[float]) -> State:
-    return replace(state, shares=tuple(shares), table=reallocate(state.table, shares))

@@ -132,22 +132,30 @@ def summarise(features: list[dict[str, Any]], prediction: dict[str, Any], multiv
 
 
 # -- the job --------------------------------------------------------------------------------------
-def collect_day(lake: Lake, day: date, profile: dict[str, Any], spec: ModelSpec) -> dict[str, histogram.Profile]:
+def collect_day(lake: Lake, day: date, profile: dict[str, Any], spec: ModelSpec,
+                arm_edges: dict[str, list[float]] | None = None) -> dict[str, histogram.Profile]:
     """The one pass: the day's features and scores, folded into histograms on the reference's bins."""
     return collect(lake.read_partition(spec.table, day), lake.read_partition("scores", day, spec.partition), profile,
-                   spec)
+                   spec, arm_edges)
 
 
-def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any],
-            spec: ModelSpec) -> dict[str, histogram.Profile]:
-    """Features and scores folded in one Spark job, each side shipping only its own columns."""
-    out = histogram.collect_sources({
+def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any], spec: ModelSpec,
+            arm_edges: dict[str, list[float]] | None = None) -> dict[str, histogram.Profile]:
+    """Features and scores folded in one Spark job, each side shipping only its own columns. On a day of an
+    experiment, `arm_edges` (version -> its reference's score edges) adds every arm's own scores to the same
+    job, as `arm:<version>`."""
+    sources = {
         "features": histogram.Source(
             features, {c: profile["numeric"][c]["edges"] for c in spec.features.numeric}, tuple(spec.features.categorical),
             sample_rows=spec.drift.multivariate.sample_rows, sample_key=spec.key,
             sample_columns=tuple(profile["sample"]["columns"])),
         "scores": histogram.Source(scores.select(F.col("score").cast("double")), {"score": profile["score"]["edges"]}),
-    })
+    }
+    if arm_edges and "arm_scores" in scores.columns:
+        for version, edges in arm_edges.items():
+            sources[f"arm:{version}"] = histogram.Source(
+                scores.select(F.col("arm_scores")[version].cast("double").alias("score")), {"score": edges})
+    out = histogram.collect_sources(sources)
     return {name: groups[histogram.ALL] for name, groups in out.items()}
 
 
@@ -232,9 +240,11 @@ def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None 
     import mlflow
 
     from jobs.core.report import render_drift_report
+    from jobs.steps import experiment as experiments
 
     client = registry.client(env.mlflow_tracking_uri)
-    model_ref_given = model_ref
+    # the served scores of a canary or bandit: every arm's own prediction drift too, in the same job
+    arms = experiments.drift_arms(client, spec, day) if model_ref is None else None
     if model_ref is None:
         manifest = lake.manifest("scores", day, spec.partition) or {}
         model_ref = manifest.get("model_uri")
@@ -244,7 +254,7 @@ def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None 
     model = registry.resolve(client, model_ref)
     profile = registry.load_json_artifact(model, PROFILE_ARTIFACT)
     run_id, computed_at = lineage.run_id(), datetime.now(UTC)
-    day_hist = collect_day(lake, day, profile, spec)
+    day_hist = collect_day(lake, day, profile, spec, arms.edges() if arms else None)
     result = compare(profile, day_hist, spec)
     rows = metric_rows(result, model, run_id, computed_at)
     lake.write_partition(lake.spark.createDataFrame(rows, METRICS_SCHEMA), "drift_metrics", day,
@@ -286,11 +296,7 @@ def run(spec: ModelSpec, lake: Lake, env: Env, day: date, model_ref: str | None 
                       {"date": day.isoformat(), "model": model.uri, "share_drifted": round(ds["share_drifted"], 3),
                        "drifted_features": ds["drifted_features"], "prediction_drifted": result["prediction"]["drifted"],
                        "report": report_uri, "mlflow_run": run_url})
-    guardrail = None
-    if model_ref_given is None:  # the served scores of an experiment: every arm's own prediction drift
-        from jobs.steps import experiment as experiments
-
-        guardrail = experiments.drift_guardrail(spec, lake, env, day)
+    guardrail = experiments.drift_guardrail(spec, env, day, arms, day_hist) if arms else None
     return {"date": day.isoformat(), "model": model.uri, "breached": ds["breached"], "experiment": guardrail,
             "share_drifted": ds["share_drifted"], "drifted_features": ds["drifted_features"],
             "prediction_drifted": result["prediction"]["drifted"],

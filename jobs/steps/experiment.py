@@ -20,6 +20,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,10 @@ def history(client, name: str) -> tuple[dict[str, xp.Design], list[xp.Event]]:
 
 def state_on(client, name: str, day: date) -> xp.State | None:
     """The experiment that serves the model's rows on `day`, if one does."""
-    designs, events = history(client, name)
+    return _running_on(*history(client, name), day)
+
+
+def _running_on(designs: dict[str, xp.Design], events: list[xp.Event], day: date) -> xp.State | None:
     for d in designs.values():
         state = xp.state_on(d, events, day)
         if state is not None and state.active:
@@ -117,7 +121,7 @@ def sample_size_estimate(spec: ModelSpec, lake: Lake, d: xp.Design, env: Env | N
     """Matured rows per arm to detect the effect, from the per-row variance of the metric on the control's latest
     served day whose labels have matured, or else on the control's training holdout (its DVC snapshot)."""
     y = p = None
-    if spec.label.table in _tables(lake):
+    if lake.exists(spec.label.table):
         # the latest day the control served whose labels had matured when the experiment starts
         labelled = set(lake.partitions(spec.label.table))
         days = [x for x in lake.partitions("scores", spec.partition)
@@ -149,10 +153,6 @@ def sample_size_estimate(spec: ModelSpec, lake: Lake, d: xp.Design, env: Env | N
     return {"rows_per_arm": n, "from": source, "from_rows": len(y),
             "text": f"about {n:,} matured rows per arm to detect a {d.primary_metric} difference of {d.mde:g} "
                     f"(power 0.8, alpha {d.alpha:g}; from version {d.versions[0]}'s {len(y):,} rows: {source})"}
-
-
-def _tables(lake: Lake) -> set[str]:
-    return {t.name for t in lake.spark.catalog.listTables(lake.namespace)}
 
 
 def running(client, spec: ModelSpec, day: date) -> tuple[xp.Design, xp.State]:
@@ -246,7 +246,8 @@ def analyse(spec: ModelSpec, lake: Lake | Callable[[], Lake], env: Env, day: dat
     from jobs.core.experiment_report import render
 
     client = registry.client(env.mlflow_tracking_uri)
-    state = state_on(client, spec.name, day)
+    designs, events = history(client, spec.name)
+    state = _running_on(designs, events, day)
     if state is None:
         return {"model": spec.name, "date": day.isoformat(), "skipped": "no experiment is running"}
     if callable(lake):
@@ -257,9 +258,6 @@ def analyse(spec: ModelSpec, lake: Lake | Callable[[], Lake], env: Env, day: dat
         return {"experiment": d.id, "date": day.isoformat(),
                 "skipped": f"no experiment day has matured labels yet (label delay {spec.label.delay_days} days)"}
     y, scores, served, ordinals, days_matured = data
-    _, events = history(client, spec.name)
-    if any(e.experiment == d.id and e.details.get("look") == day.isoformat() for e in events):
-        log.info("%s was already analysed on %s: its decision stands", d.id, day)
     matured_through = day - timedelta(days=spec.label.delay_days)
     decision = xp.analyse(d, state, y, scores, served, ordinals, day, matured_through)
     looks = looks_over_time(d, state, y, scores, served, ordinals, day)
@@ -310,40 +308,18 @@ def looks_over_time(d: xp.Design, state: xp.State, y, scores, served, ordinals, 
 def _apply(client, spec: ModelSpec, env: Env, d: xp.Design, state: xp.State, decision: xp.Decision, day: date,
            events: list[xp.Event]) -> list[dict[str, Any]]:
     """Record what the look decided, once per look day, effective from the next day."""
-    from jobs.steps import promotion
-
     if any(e.experiment == d.id and e.details.get("look") == day.isoformat() for e in events):
         return []
     effective = day + timedelta(days=1)
     recorded = []
     if decision.stop_arms:
-        stopped = [d.versions[a] for a in decision.stop_arms]
-        shares = decision.shares if not decision.conclude else _without(state.shares, decision.stop_arms)
-        recorded.append(_record(client, spec.name, d, "guardrail", shares, effective,
-                                f"guardrail: version(s) {', '.join(stopped)} worse than the control on "
-                                f"{d.primary_metric} with the test's confidence", look=day.isoformat(),
-                                stopped=stopped))
-        alerts.notify(env, f"batchloop: experiment {d.id} stopped version(s) {', '.join(stopped)}",
-                      {"experiment": d.id, "model": spec.name, "from": effective.isoformat(), "reason": decision.reason})
+        shares = decision.shares if not decision.conclude else xp.without(state.shares, decision.stop_arms)
+        recorded.append(_guardrail(client, spec, env, d, shares, decision.stop_arms, effective,
+                                   f"worse than the control on {d.primary_metric} with the test's confidence",
+                                   look=day.isoformat()))
     if decision.conclude and decision.winner is not None:
-        winner = d.versions[decision.winner]
-        recorded.append(_record(client, spec.name, d, "conclude", decision.shares, effective, decision.reason,
-                                look=day.isoformat(), winner=winner))
-        for v in d.versions:
-            client.set_model_version_tag(spec.name, v, f"experiment.{d.id}",
-                                         ("won" if v == winner else "lost" if v != d.versions[0] else "control")
-                                         + f": {decision.reason}"[:4800])
-        if decision.winner != 0:
-            reason = f"experiment {d.id}: {decision.reason}"
-            if spec.gate.mode == "auto":
-                recorded.append({"promotion": promotion.promote(spec, env, f"models:/{spec.name}/{winner}", reason,
-                                                                effective, force=True)})
-            else:
-                log.info("%s won %s; gate.mode is manual: `batchloop promote --model models:/%s/%s` applies it",
-                         winner, d.id, spec.name, winner)
-                recorded.append({"promotion": "awaiting manual promotion"})
-        alerts.notify(env, f"batchloop: experiment {d.id} concluded for version {winner}",
-                      {"experiment": d.id, "model": spec.name, "reason": decision.reason})
+        recorded += _conclude(client, spec, env, d, decision.winner, decision.reason, effective,
+                              look=day.isoformat())
     elif not decision.stop_arms and decision.shares != state.shares:
         recorded.append(_record(client, spec.name, d, "shares", decision.shares, effective,
                                 "bandit: Thompson sampling on matured rewards", look=day.isoformat()))
@@ -353,69 +329,105 @@ def _apply(client, spec: ModelSpec, env: Env, d: xp.Design, state: xp.State, dec
 def stop_arms(spec: ModelSpec, env: Env, state: xp.State, arms: list[int], day: date, check: str,
               why: str) -> list[dict[str, Any]]:
     """A guardrail outside the daily look (a broken scores contract at scoring, prediction drift): the arms get
-    share zero from the next day, once per day and check; with no challenger left, the control wins."""
+    share zero from the next day; with no challenger left, the control wins. What the history already holds for
+    the next day (an arm stopped before, an experiment that ended) is not recorded again, so a re-run of the day
+    records nothing twice."""
     d = state.design
+    client = registry.client(env.mlflow_tracking_uri)
+    effective = day + timedelta(days=1)
+    after = xp.state_on(d, history(client, spec.name)[1], effective)
+    if after is None or not after.active:
+        return []
+    arms = [a for a in arms if after.shares[a] > 0]
     if not arms:
         return []
-    client = registry.client(env.mlflow_tracking_uri)
-    _, events = history(client, spec.name)
-    if any(e.experiment == d.id and e.details.get("check") == check and e.details.get("day") == day.isoformat()
-           for e in events):
-        return []
-    stopped = [d.versions[a] for a in arms]
-    shares = _without(state.shares, arms)
-    effective = day + timedelta(days=1)
-    recorded = [_record(client, spec.name, d, "guardrail", shares, effective,
-                        f"guardrail ({check}): version(s) {', '.join(stopped)} {why} on {day}", check=check,
-                        day=day.isoformat(), stopped=stopped)]
-    alerts.notify(env, f"batchloop: experiment {d.id} stopped version(s) {', '.join(stopped)} ({check})",
-                  {"experiment": d.id, "model": spec.name, "from": effective.isoformat(), "reason": why})
+    shares = xp.without(after.shares, arms)
+    recorded = [_guardrail(client, spec, env, d, shares, arms, effective, f"{why} on {day} ({check})", check=check,
+                           day=day.isoformat())]
     if all(x == 0 for x in shares[1:]):
-        reason = f"every challenger was stopped by a guardrail ({check})"
-        recorded.append(_record(client, spec.name, d, "conclude", shares, effective, reason, check=check,
-                                day=day.isoformat(), winner=d.versions[0]))
-        for v in d.versions[1:]:
-            client.set_model_version_tag(spec.name, v, f"experiment.{d.id}", f"lost: {reason}")
+        recorded += _conclude(client, spec, env, d, 0, f"every challenger was stopped by a guardrail ({check})",
+                              effective, check=check, day=day.isoformat())
     return recorded
 
 
-def drift_guardrail(spec: ModelSpec, lake: Lake, env: Env, day: date) -> dict[str, Any] | None:
-    """Prediction drift of every arm's own scores (all the day's rows) against the arm's reference profile, in
-    one Spark job; a challenger whose drift breaches while the control's does not is stopped from the next day."""
-    from jobs.core import histogram
-    from jobs.core.reference import numeric_from
-    from jobs.io.registry import PROFILE_ARTIFACT
-    from jobs.steps.drift import judge_numeric
+def _guardrail(client, spec: ModelSpec, env: Env, d: xp.Design, shares, arms: list[int], effective: date, why: str,
+               **details: Any) -> dict[str, Any]:
+    """Record arms stopped by a guardrail (share zero from `effective`) and send the alert."""
+    stopped = [d.versions[a] for a in arms]
+    reason = f"guardrail: version(s) {', '.join(stopped)} {why}"
+    alerts.notify(env, f"batchloop: experiment {d.id} stopped version(s) {', '.join(stopped)}",
+                  {"experiment": d.id, "model": spec.name, "from": effective.isoformat(), "reason": reason})
+    return _record(client, spec.name, d, "guardrail", shares, effective, reason, stopped=stopped, **details)
 
-    client = registry.client(env.mlflow_tracking_uri)
+
+def _conclude(client, spec: ModelSpec, env: Env, d: xp.Design, winner: int, reason: str, effective: date,
+              **details: Any) -> list[dict[str, Any]]:
+    """Record the conclusion (the winner serves every row from `effective`), tag every arm's version with the
+    result, and promote a winning challenger through the alias history (gate.mode auto) or leave it to
+    `batchloop promote` (manual)."""
+    from jobs.steps import promotion
+
+    version = d.versions[winner]
+    shares = [0.0] * len(d.versions)
+    shares[winner] = 1.0
+    recorded = [_record(client, spec.name, d, "conclude", shares, effective, reason, winner=version, **details)]
+    for v in d.versions:
+        result = "won" if v == version else "lost" if v != d.versions[0] else "control"
+        client.set_model_version_tag(spec.name, v, f"experiment.{d.id}", f"{result}: {reason}"[:4800])
+    if winner != 0:
+        why = f"experiment {d.id}: {reason}"
+        if spec.gate.mode == "auto":
+            recorded.append({"promotion": promotion.promote(spec, env, f"models:/{spec.name}/{version}", why,
+                                                            effective, force=True)})
+        else:
+            log.info("%s won %s; gate.mode is manual: `batchloop promote --model models:/%s/%s` applies it",
+                     version, d.id, spec.name, version)
+            recorded.append({"promotion": "awaiting manual promotion"})
+    alerts.notify(env, f"batchloop: experiment {d.id} concluded for version {version}",
+                  {"experiment": d.id, "model": spec.name, "reason": reason})
+    return recorded
+
+
+@dataclass(frozen=True)
+class DriftArms:
+    """A canary's or bandit's arms on a day, with each arm's reference profile (for its own prediction drift)."""
+
+    state: xp.State
+    profiles: dict[str, dict[str, Any]]  # version -> its training reference profile
+
+    def edges(self) -> dict[str, list[float]]:
+        return {v: p["score"]["edges"] for v, p in self.profiles.items()}
+
+
+def drift_arms(client, spec: ModelSpec, day: date) -> DriftArms | None:
+    """The arms whose own prediction drift the day's drift step measures: those of a running canary or bandit."""
+    from jobs.io.registry import PROFILE_ARTIFACT
+
     state = state_on(client, spec.name, day)
     if state is None or state.design.kind not in ("canary", "bandit"):
         return None
-    d = state.design
-    scores = lake.read_partition("scores", day, spec.partition)
-    if "arm_scores" not in scores.columns:
+    return DriftArms(state, {v: registry.load_json_artifact(registry.resolve(client, f"models:/{spec.name}/{v}"),
+                                                            PROFILE_ARTIFACT) for v in state.design.versions})
+
+
+def drift_guardrail(spec: ModelSpec, env: Env, day: date, arms: DriftArms,
+                    folded: dict[str, Any]) -> dict[str, Any] | None:
+    """Each arm's prediction drift (its scores on all the day's rows, folded by the drift step's job as
+    `arm:<version>`) against its own reference; a challenger whose drift breaches while the control's does not
+    is stopped from the next day."""
+    from jobs.core.reference import numeric_from
+    from jobs.steps.drift import judge_numeric
+
+    d = arms.state.design
+    if any(f"arm:{v}" not in folded for v in d.versions):  # the day was scored outside the experiment
         return None
-    profiles = [registry.load_json_artifact(registry.resolve(client, f"models:/{spec.name}/{v}"), PROFILE_ARTIFACT)
-                for v in d.versions]
-    folded = histogram.collect_sources({
-        f"arm{i}": histogram.Source(scores.select(F.col("arm_scores")[v].cast("double").alias("score")),
-                                    {"score": p["score"]["edges"]}) for i, (v, p) in enumerate(zip(d.versions, profiles,
-                                                                                                     strict=True))})
-    judged = [judge_numeric("score", numeric_from(p["score"]), folded[f"arm{i}"][histogram.ALL].numeric["score"],
-                            np.asarray(p["score"]["coarse"], int), "prediction", spec.drift, {},
-                            decisive="wasserstein") for i, p in enumerate(profiles)]
+    judged = [judge_numeric("score", numeric_from(arms.profiles[v]["score"]), folded[f"arm:{v}"].numeric["score"],
+                            np.asarray(arms.profiles[v]["score"]["coarse"], int), "prediction", spec.drift, {},
+                            decisive="wasserstein") for v in d.versions]
     drifted = [bool(j["drifted"]) for j in judged]
-    stops = xp.guardrail_stops(state, drifted, drifted[0])
-    recorded = stop_arms(spec, env, state, stops, day, "prediction drift",
+    stops = xp.guardrail_stops(arms.state, drifted, drifted[0])
+    recorded = stop_arms(spec, env, arms.state, stops, day, "prediction drift",
                          "drifted in their predictions while the control did not")
     return {"experiment": d.id, "arms": [{"version": v, "wasserstein": j["statistic"], "drifted": x}
                                          for v, j, x in zip(d.versions, judged, drifted, strict=True)],
             "stopped": [d.versions[a] for a in stops], "recorded": recorded}
-
-
-def _without(shares, arms: list[int]) -> tuple[float, ...]:
-    out = list(shares)
-    for a in arms:
-        out[0] += out[a]
-        out[a] = 0.0
-    return tuple(out)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -154,21 +154,11 @@ def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, ba
 
 def lineage_columns(scores: DataFrame, index: int, key: str, scorer: Scorer, run_id: str, scored_at: datetime,
                     with_top: bool) -> DataFrame:
+    """One model's scores (`score_<index>`) with its lineage on every row."""
     m = scorer.model
-    return scores.select(
-        F.col("key").alias(key),
-        F.col(f"score_{index}").alias("score"),
-        F.lit(m.name).alias("model_name"),
-        F.lit(m.version).alias("model_version"),
-        F.lit(m.alias).cast("string").alias("model_alias"),
-        F.lit(m.reference).alias("model_reference"),
-        F.lit(m.run_id).alias("model_run_id"),
-        F.lit(run_id).alias("run_id"),
-        F.lit(scored_at).cast("timestamp").alias("scored_at"),
-        F.lit(lineage.code_version()).alias("code_version"),
-        "ood_features",
-        *(["top_features"] if with_top else []),
-    )
+    return _served(scores, key, run_id, scored_at, F.col(f"score_{index}"), F.lit(m.name), F.lit(m.version),
+                   F.lit(m.alias).cast("string"), F.lit(m.reference), F.lit(m.run_id),
+                   ["top_features"] if with_top else [])
 
 
 def experiment_columns(scores: DataFrame, state: ExperimentState, key: str, arms: list[Scorer], run_id: str,
@@ -179,27 +169,34 @@ def experiment_columns(scores: DataFrame, state: ExperimentState, key: str, arms
     d = state.design
     arm = F.col("arm")
     versions = F.array(*[F.lit(s.model.version) for s in arms])
-    run_ids = F.array(*[F.lit(s.model.run_id) for s in arms])
     served = F.array(*[F.col(f"score_{i}") for i in range(len(arms))])
     assigned = experiments.arm_column(state, experiments.bucket_column(d.salt, F.col("key")))
     if not_served:
         assigned = F.when(assigned.isin(*not_served), F.lit(0)).otherwise(assigned)
-    with_arm = scores.withColumn("arm", assigned)
-    return with_arm.select(
+    return _served(scores.withColumn("arm", assigned), key, run_id, scored_at, F.element_at(served, arm + 1),
+                   F.lit(arms[0].model.name), F.element_at(versions, arm + 1), F.lit("experiment"),
+                   F.concat(F.lit(f"experiment {d.id} arm "), arm.cast("string")),
+                   F.element_at(F.array(*[F.lit(s.model.run_id) for s in arms]), arm + 1),
+                   [F.lit(d.id).alias("experiment_id"), arm, F.map_from_arrays(versions, served).alias("arm_scores")])
+
+
+def _served(scores: DataFrame, key: str, run_id: str, scored_at: datetime, score: Column, name: Column,
+            version: Column, alias: Column, reference: Column, model_run_id: Column,
+            extra: Sequence[Column | str]) -> DataFrame:
+    """The columns of `scores` and `scores_shadow`: the key, the score and its lineage, then `extra`."""
+    return scores.select(
         F.col("key").alias(key),
-        F.element_at(served, arm + 1).alias("score"),
-        F.lit(d.model).alias("model_name"),
-        F.element_at(versions, arm + 1).alias("model_version"),
-        F.lit("experiment").alias("model_alias"),
-        F.concat(F.lit(f"experiment {d.id} arm "), arm.cast("string")).alias("model_reference"),
-        F.element_at(run_ids, arm + 1).alias("model_run_id"),
+        score.alias("score"),
+        name.alias("model_name"),
+        version.alias("model_version"),
+        alias.alias("model_alias"),
+        reference.alias("model_reference"),
+        model_run_id.alias("model_run_id"),
         F.lit(run_id).alias("run_id"),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
         F.lit(lineage.code_version()).alias("code_version"),
         "ood_features",
-        F.lit(d.id).alias("experiment_id"),
-        arm,
-        F.map_from_arrays(versions, served).alias("arm_scores"),
+        *extra,
     )
 
 

@@ -177,3 +177,19 @@ def test_a_canary_that_breaks_the_scores_contract_serves_no_row_and_is_stopped_f
     after = lake.read_partition("scores", day + timedelta(days=1), p.partition).toPandas()
     assert set(after["model_version"]) == {good.version}
     assert "experiment_id" not in after or after["experiment_id"].isna().all()
+
+
+def test_the_drift_step_judges_every_arms_own_prediction_drift_in_its_one_job(canary, lake, env):
+    from jobs.steps import drift
+
+    p, good, _ = canary
+    day = date(2026, 2, 18)  # the broken canary's day (the experiment of the test above)
+    state = experiments.state_on(registry.client(env.mlflow_tracking_uri), p.name, day)
+    result = drift.run(p, lake, env, day)["experiment"]
+    # each arm's own scores (all the day's rows) against its own reference profile
+    assert [a["version"] for a in result["arms"]] == list(state.design.versions)
+    assert all(np.isfinite(a["wasserstein"]) for a in result["arms"])
+    control, *challengers = result["arms"]
+    assert result["stopped"] == [a["version"] for a in challengers if a["drifted"] and not control["drifted"]]
+    # the experiment already ends the next day (its canary broke the contract): nothing more is recorded
+    assert result["recorded"] == []

@@ -242,3 +242,13 @@ def test_a_regression_ab_test_concludes_for_the_control_when_the_challenger_is_w
     assert test["rejects"] and test["difference"] > 0  # RMSE higher: worse
     assert test["paired_low"] > 0  # the paired bootstrap interval of the RMSE difference excludes 0
     assert decision.arms[0]["rmse"] == pytest.approx(3.0, rel=0.05)
+
+
+def test_a_guardrail_stops_only_serving_challengers_that_fail_while_the_control_passes():
+    d = make(kind="bandit", versions=("1", "2", "3"), shares=(0.4, 0.3, 0.3))
+    state = xp.state_on(d, [event("start", d.shares, START)], START)
+    assert xp.guardrail_stops(state, [False, True, False]) == [1]
+    assert xp.guardrail_stops(state, [True, True, True], control_failing=True) == []
+    stopped = xp.State(d, (0.5, 0.0, 0.5), state.table, True)
+    assert xp.guardrail_stops(stopped, [False, True, True]) == [2]  # arm 1 serves nothing already
+    assert xp.without((0.4, 0.3, 0.3), [1, 2]) == (1.0, 0.0, 0.0)
