@@ -16,7 +16,7 @@ import io
 import tarfile
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -127,14 +127,33 @@ def top_contributions(contrib: np.ndarray, names: list[str], k: int) -> pa.Array
     return pa.ListArray.from_arrays(offsets, structs)
 
 
+def out_of_range(batch: pa.RecordBatch, X: np.ndarray | None, names: list[str],
+                 bounds: Sequence[tuple[str, float, float]]) -> pa.Array:
+    """Per row, how many bounded features lie outside their training range; a missing value (null, NaN) never does.
+
+    From the booster's matrix when there is one (a feature's column by its position in `names`), else from the
+    raw column of the same name. Counted here rather than in the JVM: a few vector comparisons per batch,
+    where the same CASE expressions cost Spark about a quarter of its share of the pass."""
+    count = np.zeros(batch.num_rows, np.int32)
+    position = {n: i for i, n in enumerate(names)}
+    for column, low, high in bounds:
+        if X is not None and column in position:
+            values = X[:, position[column]]
+        else:
+            values = batch.column(column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        with np.errstate(invalid="ignore"):
+            count += (values < low) | (values > high)
+    return pa.array(count, pa.int32())
+
+
 def score_batches(batches: Iterator[pa.RecordBatch], plan: list[Plan], width: int, names: list[str],
-                  top_k: int) -> Iterator[pa.RecordBatch]:
-    """(key, [x], ood, [raw columns]) batches -> (key, ood, score per model [, top features of the first])."""
+                  top_k: int, bounds: Sequence[tuple[str, float, float]] = ()) -> Iterator[pa.RecordBatch]:
+    """(key, [x], [raw columns]) batches -> (key, ood_features, score per model [, top features of the first])."""
     models = [model_of(p) for p in plan]
     for batch in batches:
         X = matrix(batch.column("x"), width) if width else None
         frame = None
-        arrays = [batch.column("key"), batch.column("ood_features")]
+        arrays = [batch.column("key"), out_of_range(batch, X, names, bounds)]
         out_names = ["key", "ood_features"]
         for i, (p, model) in enumerate(zip(plan, models, strict=True)):
             if p.kind == "booster" and p.engine == "compiled":
@@ -144,7 +163,7 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: list[Plan], width: in
             else:
                 if frame is None:
                     frame = pa.Table.from_batches([batch]).drop_columns(
-                        [c for c in ("key", "x", "ood_features") if c in batch.schema.names]).to_pandas()
+                        [c for c in ("key", "x") if c in batch.schema.names]).to_pandas()
                 scores = to_scores(model.predict(frame[p.columns]), p.task)
             arrays.append(pa.array(scores, pa.float64()))
             out_names.append(f"score_{i}")

@@ -115,11 +115,9 @@ def check_signature(df: DataFrame, scorer: Scorer, spec: ModelSpec) -> None:
                                 f"it without them (params.yaml models.{spec.name}.features)")
 
 
-def ood_count(scorer: Scorer) -> F.Column:
-    """How many numeric features of a row fall outside the range seen in training."""
-    terms = [F.when((F.col(c) < F.lit(lo)) | (F.col(c) > F.lit(hi)), 1).otherwise(0)
-             for c, (lo, hi) in scorer.ranges.items() if c in scorer.names]
-    return sum(terms[1:], terms[0]).cast("int") if terms else F.lit(0)
+def ood_bounds(scorer: Scorer) -> list[tuple[str, float, float]]:
+    """(feature, low, high) of each numeric feature with a training range: what `ood_features` counts against."""
+    return [(c, float(lo), float(hi)) for c, (lo, hi) in scorer.ranges.items() if c in scorer.names]
 
 
 def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, batch_rows: int,
@@ -138,7 +136,10 @@ def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, ba
     # model once and keeps it (predict.booster, predict.pyfunc)
     plan = [predict.Plan(s.key, s.kind, s.payload, s.names, s.task, s.engine, compiled_dir) for s in scorers]
     width, names = (len(first.names), first.names) if boosters else (0, [])
-    raw = sorted({n for s in scorers if s.kind == flavors.PYFUNC for n in s.names})
+    bounds = ood_bounds(first)
+    # a pyfunc-only pass counts out-of-range values on its raw columns: the bounded ones travel too
+    raw = sorted({n for s in scorers if s.kind == flavors.PYFUNC for n in s.names}
+                 | (set() if boosters else {c for c, _, _ in bounds}))
     key_type = df.schema[key].dataType
     fields = [T.StructField("key", key_type), T.StructField("ood_features", T.IntegerType())]
     fields += [T.StructField(f"score_{i}", T.DoubleType()) for i in range(len(scorers))]
@@ -147,8 +148,8 @@ def predict_frame(df: DataFrame, key: str, scorers: list[Scorer], top_k: int, ba
             T.StructField("feature", T.StringType()), T.StructField("contribution", T.DoubleType())]))))
     matrix = [model_matrix(names, first.vocab).alias("x")] if boosters else []
     columns = [F.col(c).cast("string" if c in categorical else "double").alias(c) for c in raw]
-    inputs = df.select(F.col(key).alias("key"), *matrix, ood_count(first).alias("ood_features"), *columns)
-    return inputs.mapInArrow(lambda it: predict.score_batches(it, plan, width, names, top_k),
+    inputs = df.select(F.col(key).alias("key"), *matrix, *columns)
+    return inputs.mapInArrow(lambda it: predict.score_batches(it, plan, width, names, top_k, bounds),
                              T.StructType(fields))
 
 

@@ -250,3 +250,20 @@ def test_quarantined_rows_reconcile_with_the_scores(champion, lake, env):
     assert json.loads(q[0].row)["support_calls"] == -1
     assert result["input_rows"] == result["scores_rows"] + result["quarantined_rows"] == 4000
     assert source.read_partition("scores", DAY, p.partition).where(F.col("subscriber_id").isin(3, 4)).count() == 0
+
+
+def test_the_jvm_encoding_gives_the_pandas_encoding_for_every_kind_of_value(spark):
+    import numpy as np
+    import pandas as pd
+
+    from jobs.models.encoding import encode_pandas, encode_spark
+
+    # given known, unseen and missing categories, a category that is a number, and numbers with NaN and nulls
+    frame = pd.DataFrame({"k": range(6), "x": [1.5, None, np.nan, -0.0, 3.0, 7.0],
+                          "plan": ["a", "b", "zzz", None, "", "a"], "lines": ["1", "2", "3", "10", None, "2"]})
+    vocab = {"plan": ["", "a", "b"], "lines": ["1", "10", "2"]}
+    # when both encode it
+    expected = encode_pandas(frame, ("x",), vocab).to_numpy()
+    got = encode_spark(spark.createDataFrame(frame), "k", ("x",), vocab).orderBy("k").toPandas()
+    # then the matrices are identical, missing values as NaN in both
+    assert np.array_equal(np.asarray(got.drop(columns="k").to_numpy(), dtype=float), expected, equal_nan=True)
