@@ -138,6 +138,27 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+# -- the integration world, shared with the reliability tests --------------------------------------------------
+@pytest.fixture(scope="session")
+def world(spec, generator, lake):
+    """Features for 2026-01-01..2026-03-01 and the labels that matured by then."""
+    from jobs.demo import generate
+    from tests.integration.conftest import DAYS, ROWS, START
+
+    return generate.run(generator, spec, lake, START, DAYS, ROWS, generator.seed)
+
+
+@pytest.fixture(scope="session")
+def champion(world, spec, lake, env):
+    """A champion for scoring and drift tests (model `churn_it`, effective from 2026-02-11)."""
+    from tests.integration.conftest import FIRST_AS_OF, train_version, with_model_name
+
+    p = with_model_name(spec, "churn_it")
+    trained, verdict, outcome = train_version(p, lake, env, FIRST_AS_OF, env.dvc_root / "data" / "it_first")
+    assert verdict.passed and outcome["promoted"], outcome
+    return p, trained.model
+
+
 # -- the DAG world: Spark steps as spark-submit subprocesses ------------------------------------------------
 BIN = Path(sys.executable).parent
 MODEL = "churn_dags"

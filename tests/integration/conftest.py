@@ -1,15 +1,11 @@
-"""A small world for integration tests: 60 days of generated data and a trained champion.
-
-Everything runs on the real local services (SeaweedFS S3, MLflow server) and local
-Spark with an embedded Hive metastore, under the session's temp folders.
-"""
+"""The integration world's dates and helpers. Its fixtures (`world`: 60 days of generated data, `champion`: a
+trained champion) live in tests/conftest.py, so that the reliability tests share the same ones: a fixture
+imported into a second conftest is a second fixture, set up again."""
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-
-import pytest
 
 START, DAYS, ROWS = date(2026, 1, 1), 60, 4000
 LAST = date(2026, 3, 1)
@@ -18,14 +14,6 @@ FIRST_AS_OF = date(2026, 2, 10)   # labels known for 2026-01-01..2026-01-11
 
 def with_model_name(spec, name: str):
     return spec.model_copy(update={"name": name})
-
-
-@pytest.fixture(scope="session")
-def world(spec, generator, lake):
-    """Features for 2026-01-01..2026-03-01 and the labels that matured by then."""
-    from jobs.demo import generate
-
-    return generate.run(generator, spec, lake, START, DAYS, ROWS, generator.seed)
 
 
 def train_version(spec, lake, env, as_of: date, folder: Path):
@@ -38,12 +26,3 @@ def train_version(spec, lake, env, as_of: date, folder: Path):
     verdict = promotion.decide(spec, env, trained.model.uri)
     outcome = promotion.apply_gate(spec, env, trained.model.uri)
     return trained, verdict, outcome
-
-
-@pytest.fixture(scope="session")
-def champion(world, spec, lake, env):
-    """A champion for scoring and drift tests (model `churn_it`, effective from 2026-02-11)."""
-    p = with_model_name(spec, "churn_it")
-    trained, verdict, outcome = train_version(p, lake, env, FIRST_AS_OF, env.dvc_root / "data" / "it_first")
-    assert verdict.passed and outcome["promoted"], outcome
-    return p, trained.model

@@ -1,13 +1,15 @@
 """The jobs unchanged on a Spark standalone cluster whose two workers share nothing but S3.
 
 A master and two workers from the pyspark distribution, each worker with its own work and
-local directories; the lake on the session's S3 server, the Hive metastore on its PostgreSQL.
-Validate, score and drift go through spark-submit, first in local mode, then on the cluster,
-and leave the same rows.
+local directories; the lake on the session's S3 server, the Hive metastore on its PostgreSQL
+(the DAG world's). Validate, score and drift run first in local mode, as every step runs
+locally (a client of the world's warm Connect server, `local[2]`), then through spark-submit
+on the cluster, and leave the same rows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -77,16 +79,11 @@ def cluster(tmp_path_factory, services):
 
 
 @pytest.fixture(scope="module")
-def s3_world(dag_world, services, trained):
-    """The DAG world's settings with the lake on S3 and the metastore on PostgreSQL, every step a spark-submit
-    driver; the day's features generated into it (the champion is the world's, in the shared MLflow)."""
-    env = {**dag_world.env, "BATCHLOOP_LAKE_ROOT": "s3a://batchloop-lake/cluster",
-           "BATCHLOOP_METASTORE_JDBC_URL": services.spark_env().metastore_jdbc_url,
-           "BATCHLOOP_SPARK_MODE": "submit", "BATCHLOOP_SPARK_MASTER": "local[2]", "SPARK_HOME": str(SPARK_HOME)}
-    done = subprocess.run([str(BIN / "batchloop"), "generate", "--start", DAY, "--days", "1", "--rows", "1500"],
-                          env=env, capture_output=True, text=True, timeout=900, cwd=dag_world.root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return env
+def s3_world(dag_world, trained):
+    """The DAG world's settings (its lake on S3, its metastore on PostgreSQL, the day's features already in it)
+    for spark-submit drivers; the champion is the world's, in the shared MLflow."""
+    return {**dag_world.env, "BATCHLOOP_SPARK_MODE": "submit", "BATCHLOOP_SPARK_MASTER": "local[2]",
+            "SPARK_HOME": str(SPARK_HOME)}
 
 
 def submit(env: dict, cwd: Path, master: str, *args: str) -> subprocess.CompletedProcess:
@@ -99,7 +96,6 @@ def submit(env: dict, cwd: Path, master: str, *args: str) -> subprocess.Complete
                           env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
 
 
-LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 COMMITTED = re.compile(r"committed batchloop\.(\w+) (\S+): (\d+) rows \(([\w-]+)\)")
 
 
@@ -121,18 +117,26 @@ def committed(env: dict, done: subprocess.CompletedProcess) -> dict[str, pd.Data
     return out
 
 
-def steps(env: dict, cwd: Path, master: str) -> dict:
-    """validate, score, drift of the day through spark-submit on `master`: what each printed and committed."""
-    validated = submit(env, cwd, master, "validate", "--dataset", "features", "--date", DAY, "--no-docs",
-                       "--model-name", MODEL)
+def client(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The CLI as a client of the world's Connect server, as every step runs locally."""
+    return subprocess.run([str(BIN / "batchloop"), *args], env=env, capture_output=True, text=True, timeout=900,
+                          cwd=cwd)
+
+
+def steps(env: dict, cwd: Path, master: str | None) -> dict:
+    """validate, score, drift of the day through spark-submit on `master` (None: on the Connect server): what each
+    printed and committed."""
+    run = (lambda *args: client(env, cwd, *args)) if master is None else (lambda *args: submit(env, cwd, master, *args))
+    findings = Path(cwd) / f"validate-{'local' if master is None else 'cluster'}.json"
+    validated = run("validate", "--dataset", "features", "--date", DAY, "--no-docs", "--model-name", MODEL,
+                    "--report", str(findings))
     assert validated.returncode == 0, validated.stderr[-3000:]
-    scored = submit(env, cwd, master, "score", "--date", DAY, "--model", f"models:/{MODEL}/1", "--no-shadow")
+    scored = run("score", "--date", DAY, "--model", f"models:/{MODEL}/1", "--no-shadow")
     assert scored.returncode == 0, scored.stderr[-3000:]
-    drifted = submit(env, cwd, master, "drift", "--date", DAY, "--model", f"models:/{MODEL}/1")
+    drifted = run("drift", "--date", DAY, "--model", f"models:/{MODEL}/1")
     assert drifted.returncode == 0, drifted.stderr[-3000:]
-    summary = "\n".join(line for line in validated.stdout.split("Data Docs:")[0].splitlines()
-                        if not LOG_LINE.match(line))  # the contract's summary, without the log's lines
-    return {"validate": summary, "logs": [scored.stdout + scored.stderr, drifted.stdout + drifted.stderr],
+    record = {k: v for k, v in json.loads(findings.read_text()).items() if k != "run_id"}  # counts, verdicts
+    return {"validate": record, "logs": [scored.stdout + scored.stderr, drifted.stdout + drifted.stderr],
             **committed(env, scored), **committed(env, drifted)}
 
 
@@ -143,11 +147,11 @@ def test_a_two_worker_cluster_sharing_only_s3_leaves_the_rows_of_local_mode(clus
     # the master and the workers listen on loopback only
     for proc in procs:
         assert listening_addresses(proc.pid) <= LOOPBACK
-    # given the day validated, scored and drifted by spark-submit in local mode
-    local = steps(s3_world, dag_world.root, "local[2]")
+    # given the day validated, scored and drifted in local mode, on the world's Connect server
+    local = steps(dag_world.env, dag_world.root, None)
     # when the same steps are submitted to the cluster
     remote = steps(s3_world, dag_world.root, master)
-    assert all("master=local[2]" in log for log in local["logs"])
+    assert all(f"via Spark Connect {dag_world.remote}" in log for log in local["logs"])
     assert all(f"master={master}" in log for log in remote["logs"])  # each job logs the master it runs on
     # then both workers ran executors of the jobs, each in its own work directory
     for i in range(WORKERS):
