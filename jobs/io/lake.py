@@ -418,6 +418,22 @@ class Lake:
         # the partition's own location comes first, the table's after it
         return rows[0]["data_type"] if rows else None
 
+    def partition_files(self, table: str, day: date, by: Keys = None) -> tuple[str, ...] | None:
+        """The data files of a partition's committed version, for readers outside Spark (the drift fold), or
+        None when there is no version or its folder holds a sub-folder (which Spark would read as a partition).
+        Names starting with `_` or `.` (the manifest, checksums) are not data, as for Spark's reader."""
+        location = self.location(table, day, by)
+        if location is None:
+            return None
+        files = []
+        for name, is_dir, _ in self.fs.children(location):
+            if name.startswith(("_", ".")):
+                continue
+            if is_dir:
+                return None
+            files.append(f"{location.rstrip('/')}/{name}")
+        return tuple(sorted(files))
+
     def manifest(self, table: str, day: date, by: Keys = None) -> dict[str, Any] | None:
         """The manifest written with a partition's committed version, if any."""
         location = self.location(table, day, by)

@@ -134,9 +134,53 @@ def summarise(features: list[dict[str, Any]], prediction: dict[str, Any], multiv
 # -- the job --------------------------------------------------------------------------------------
 def collect_day(lake: Lake, day: date, profile: dict[str, Any], spec: ModelSpec,
                 arm_edges: dict[str, list[float]] | None = None) -> dict[str, histogram.Profile]:
-    """The one pass: the day's features and scores, folded into histograms on the reference's bins."""
-    return collect(lake.read_partition(spec.table, day), lake.read_partition("scores", day, spec.partition), profile,
-                   spec, arm_edges)
+    """The one pass: the day's features and scores, folded into histograms on the reference's bins.
+
+    The workers read the partitions' Parquet files themselves (`collect_files`); Spark counts the
+    rows of both partitions, and the counts must equal the rows folded."""
+    features = lake.read_partition(spec.table, day)  # a missing, empty or unreadable partition fails here
+    scores = lake.read_partition("scores", day, spec.partition)
+    files = lake.partition_files(spec.table, day), lake.partition_files("scores", day, spec.partition)
+    if files[0] is None or files[1] is None:  # not plain data files: Spark reads them
+        return collect(features, scores, profile, spec, arm_edges)
+    out = collect_files(lake.spark, files[0], files[1], profile, spec, arm_edges, lake.env.s3_endpoint_url,
+                        arm_column="arm_scores" in scores.columns)
+    counted = {"features": features.count(), "scores": scores.count()}
+    folded = {name: out[name].rows for name in counted}
+    if folded != counted:
+        raise RuntimeError(f"drift of {day}: the fold read {folded} rows where Spark counts {counted}; "
+                           "the partitions changed during the step, run it again")
+    return out
+
+
+def file_sources(features: tuple[str, ...], scores: tuple[str, ...], profile: dict[str, Any], spec: ModelSpec,
+                 arm_edges: dict[str, list[float]] | None = None,
+                 arm_column: bool = False) -> dict[str, histogram.FileSource]:
+    """What `collect` folds, as sources of Parquet files (the columns of the lake's files)."""
+    sources = {
+        "features": histogram.FileSource(
+            features, {c: profile["numeric"][c]["edges"] for c in spec.features.numeric},
+            tuple(spec.features.categorical), sample_rows=spec.drift.multivariate.sample_rows, sample_key=spec.key,
+            sample_columns=tuple(profile["sample"]["columns"])),
+        "scores": histogram.FileSource(scores, {"score": profile["score"]["edges"]}),
+    }
+    if arm_edges and arm_column:
+        for version, edges in arm_edges.items():
+            sources[f"arm:{version}"] = histogram.FileSource(scores, {"score": edges},
+                                                             columns={"score": ("arm_scores", version)})
+    return sources
+
+
+def collect_files(spark, features: tuple[str, ...], scores: tuple[str, ...], profile: dict[str, Any],
+                  spec: ModelSpec, arm_edges: dict[str, list[float]] | None = None,
+                  s3_endpoint_url: str | None = None, arm_column: bool = False) -> dict[str, histogram.Profile]:
+    """`collect` on the Parquet files of the features and the scores, read by the Python workers (`arm_column`:
+    the scores files have every arm's scores)."""
+    from jobs.io.spark import cores
+
+    sources = file_sources(features, scores, profile, spec, arm_edges, arm_column)
+    return histogram.collect_files(spark, sources, s3_endpoint_url, cores(spark))
+
 
 
 def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any], spec: ModelSpec,

@@ -180,3 +180,33 @@ def test_the_report_shows_the_trend_of_earlier_days(champion, lake, env, service
                                            Key=key.replace("report.html", "summary.json"))["Body"].read()
     trend = json.loads(body)["trend"]
     assert trend["days"][-2:] == ["2026-02-16", "2026-02-17"]
+
+
+def test_the_workers_reading_the_partitions_files_fold_what_spark_hands_over(champion, lake, env):
+    # given a scored day in the lake on S3 (the covariate-shift day: NaN-free numbers, a new category, missing values)
+    p, model = champion
+    day = date(2026, 2, 16)
+    if day not in lake.partitions("scores", p.partition):
+        scoring.run(p, lake, lake, env, day)
+    profile = registry.load_json_artifact(registry.resolve(registry.client(env.mlflow_tracking_uri), model.uri),
+                                          drift.PROFILE_ARTIFACT)
+    # when the day is folded by the drift step (its Python workers read the partitions' Parquet files) and by the
+    # same fold with every row handed over by Spark
+    files = drift.collect_day(lake, day, profile, p)
+    handed = drift.collect(lake.read_partition(p.table, day), lake.read_partition("scores", day, p.partition),
+                           profile, p)
+    # then every histogram is the same: rows, counts per bin, value sums, missing values, categories
+    for side in ("features", "scores"):
+        a, b = files[side], handed[side]
+        assert a.rows == b.rows > 0, side
+        for c, h in a.numeric.items():
+            g = b.numeric[c]
+            assert h.counts.tolist() == g.counts.tolist() and (h.missing, h.n, h.min, h.max) == (
+                g.missing, g.n, g.min, g.max), c
+            assert np.allclose(h.sums, g.sums, rtol=1e-12, atol=1e-9), c
+        for c, k in a.categorical.items():
+            assert (k.counts, k.missing) == (b.categorical[c].counts, b.categorical[c].missing), c
+    # and the row sample has the size asked for, drawn from the day's rows
+    sample = files["features"].sample
+    assert sample.rows.shape == (min(p.drift.multivariate.sample_rows, files["features"].rows),
+                                 len(profile["sample"]["columns"]))
