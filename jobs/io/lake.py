@@ -421,9 +421,10 @@ class Lake:
     def partition_files(self, table: str, day: date, by: Keys = None) -> tuple[str, ...] | None:
         """The data files of a partition's committed version, for readers outside Spark (the drift fold), or
         None when there is no version or its folder holds a sub-folder (which Spark would read as a partition).
-        Names starting with `_` or `.` (the manifest, checksums) are not data, as for Spark's reader."""
+        Names starting with `_` or `.` (the manifest, checksums) are not data, as for Spark's reader. Only
+        local disk and S3 are read outside Spark: a partition elsewhere (HDFS) gives None too."""
         location = self.location(table, day, by)
-        if location is None:
+        if location is None or ("://" in location and location.split("://", 1)[0] not in ("file", "s3", "s3a")):
             return None
         files = []
         for name, is_dir, _ in self.fs.children(location):
