@@ -182,7 +182,6 @@ def collect_files(spark, features: tuple[str, ...], scores: tuple[str, ...], pro
     return histogram.collect_files(spark, sources, s3_endpoint_url, cores(spark))
 
 
-
 def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any], spec: ModelSpec,
             arm_edges: dict[str, list[float]] | None = None) -> dict[str, histogram.Profile]:
     """Features and scores folded in one Spark job, each side shipping only its own columns. On a day of an
