@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ PACKED = "__numeric"  # the numeric columns, in the edges' order, as one array<d
 # 25 doubles are 10 MB
 BATCH_ROWS = 50_000
 ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+PRIORITY = "__priority"  # the sample's priority: a hash of the key
 
 
 class BinIndex:
@@ -288,8 +289,25 @@ def _fold_part(prof: Profile, part: pa.RecordBatch, bins: dict[str, BinIndex], s
             prof.sample.add(prio[keep], np.column_stack([values[c][keep] for c in prof.sample.columns]))
 
 
+class _Folds:
+    """What both kinds of source share: their bins' edges as floats and the profile of no rows."""
+
+    edges: dict[str, Any]
+    categorical: tuple[str, ...]
+    sample_rows: int
+    sample_columns: tuple[str, ...] | None
+
+    def float_edges(self) -> dict[str, np.ndarray]:
+        return {c: np.asarray(e, dtype=np.float64) for c, e in self.edges.items()}
+
+    def empty(self) -> Profile:
+        """The profile of no rows."""
+        sampled = tuple(self.edges) if self.sample_columns is None else self.sample_columns
+        return _empty(self.float_edges(), self.categorical, self.sample_rows, sampled)
+
+
 @dataclass(frozen=True)
-class Source:
+class Source(_Folds):
     """A DataFrame to fold and how: its bins, categorical columns, an optional group column and row sample."""
 
     df: DataFrame
@@ -299,14 +317,6 @@ class Source:
     sample_rows: int = 0
     sample_key: str | None = None
     sample_columns: tuple[str, ...] | None = None
-
-    def float_edges(self) -> dict[str, np.ndarray]:
-        return {c: np.asarray(e, dtype=np.float64) for c, e in self.edges.items()}
-
-    def empty(self) -> Profile:
-        """The profile of no rows."""
-        sampled = tuple(self.edges) if self.sample_columns is None else self.sample_columns
-        return _empty(self.float_edges(), self.categorical, self.sample_rows, sampled)
 
 
 def _folded(name: str, source: Source) -> DataFrame:
@@ -319,7 +329,7 @@ def _folded(name: str, source: Source) -> DataFrame:
                                                        source.sample_columns)
     priority_col = None
     if sample_rows and source.sample_key:
-        priority_col = "__priority"
+        priority_col = PRIORITY
         df = df.withColumn(priority_col, F.xxhash64(F.col(source.sample_key), F.lit("sample")))
     packed = [F.array(*[F.col(c).cast("double") for c in edges]).alias(PACKED)] if edges else []
     wanted: list[Column | str] = [*packed, *categorical, *([group] if group else []),
@@ -335,7 +345,7 @@ def _folded(name: str, source: Source) -> DataFrame:
 
 
 @dataclass(frozen=True)
-class FileSource:
+class FileSource(_Folds):
     """Parquet files (a lake partition's committed version) that the Python workers read themselves.
 
     No row passes through Spark: the job's rows are (file, row group) units, and each worker
@@ -352,13 +362,6 @@ class FileSource:
     sample_key: str | None = None
     sample_columns: tuple[str, ...] | None = None
     columns: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-
-    def float_edges(self) -> dict[str, np.ndarray]:
-        return {c: np.asarray(e, dtype=np.float64) for c, e in self.edges.items()}
-
-    def empty(self) -> Profile:
-        sampled = tuple(self.edges) if self.sample_columns is None else self.sample_columns
-        return _empty(self.float_edges(), self.categorical, self.sample_rows, sampled)
 
     def physical(self, name: str) -> tuple[str, str | None]:
         return self.columns.get(name, (name, None))
@@ -381,9 +384,6 @@ class FileSource:
         """The file columns a worker reads."""
         names = {self.physical(c)[0] for c in [*self.edges, *self.categorical]}
         return sorted(names | ({self.sample_key} if self.sample_rows and self.sample_key else set()))
-
-
-PRIORITY = "__priority"
 
 
 def fold_files(units: list[tuple[str, int]], source: FileSource, open_file) -> Profile:
@@ -413,24 +413,14 @@ def row_groups(files: tuple[str, ...], open_file) -> list[tuple[str, int]]:
     return units
 
 
-def collect_files(spark, sources: dict[str, FileSource], s3_endpoint_url: str | None,
+def collect_files(spark, sources: dict[str, FileSource], opener: Callable[[], Callable[[str], Any]],
                   parallelism: int) -> dict[str, Profile]:
     """Fold several file sources in one Spark job whose rows are their (file, row group) units.
 
-    The workers open the files with the lake's pyarrow file systems (S3 keys from their own
-    environment, as the s3a connector takes them), so only the units and the folded states
-    cross between the JVM and Python."""
-    from jobs.config import Env
-    from jobs.io.lake import FileSystem
-
-    def opener():
-        filesystem = FileSystem(Env(_env_file=None, s3_endpoint_url=s3_endpoint_url))
-
-        def open_file(path: str):
-            inner_fs, inner = filesystem._resolve(path)
-            return inner_fs.open_input_file(inner)
-        return open_file
-
+    `opener()` gives a function that opens a file by path; it is called in the driver (to read
+    the files' row groups) and again in each worker (picklable: the lake's `FileOpener`, which
+    reads S3 with the worker's own keys, as the s3a connector does), so only the units and
+    the folded states cross between the JVM and Python."""
     open_file = opener()
     units = [(name, path, group) for name, source in sources.items() for path, group in
              row_groups(source.files, open_file)]

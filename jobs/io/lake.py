@@ -142,6 +142,11 @@ class FileSystem:
         filesystem, inner = self._resolve(path)
         return filesystem.get_file_info(inner).type != fs.FileType.NotFound
 
+    def open_input_file(self, path: str):
+        """A file opened for random access (Parquet footers and row groups)."""
+        filesystem, inner = self._resolve(path)
+        return filesystem.open_input_file(inner)
+
     def children(self, path: str) -> list[tuple[str, bool, int]]:
         """(name, is_dir, modification time in ms) of each entry; [] when path is missing."""
         filesystem, inner = self._resolve(path)
@@ -255,6 +260,17 @@ class FileSystem:
         filesystem, inner = self._resolve(path)
         with filesystem.open_input_stream(inner) as stream:
             return stream.read().decode()
+
+
+@dataclass(frozen=True)
+class FileOpener:
+    """`FileOpener(endpoint)()` opens the lake's files by path on whichever machine calls it: picklable, it
+    carries only the S3 endpoint, and the machine's own keys (or role) reach S3, as for the s3a connector."""
+
+    s3_endpoint_url: str | None
+
+    def __call__(self):
+        return FileSystem(Env(_env_file=None, s3_endpoint_url=self.s3_endpoint_url)).open_input_file
 
 
 class DatabaseLocks:
@@ -418,13 +434,12 @@ class Lake:
         # the partition's own location comes first, the table's after it
         return rows[0]["data_type"] if rows else None
 
-    def partition_files(self, table: str, day: date, by: Keys = None) -> tuple[str, ...] | None:
-        """The data files of a partition's committed version, for readers outside Spark (the drift fold), or
-        None when there is no version or its folder holds a sub-folder (which Spark would read as a partition).
-        Names starting with `_` or `.` (the manifest, checksums) are not data, as for Spark's reader. Only
-        local disk and S3 are read outside Spark: a partition elsewhere (HDFS) gives None too."""
-        location = self.location(table, day, by)
-        if location is None or ("://" in location and location.split("://", 1)[0] not in ("file", "s3", "s3a")):
+    def _data_files(self, location: str) -> tuple[str, ...] | None:
+        """The data files of a committed version, for readers outside Spark (the drift fold), or None when its
+        folder holds a sub-folder (which Spark would read as a partition). Names starting with `_` or `.` (the
+        manifest, checksums) are not data, as for Spark's reader. Only local disk and S3 are read outside
+        Spark: a version elsewhere (HDFS) gives None too."""
+        if "://" in location and location.split("://", 1)[0] not in ("file", "s3", "s3a"):
             return None
         files = []
         for name, is_dir, _ in self.fs.children(location):
@@ -446,6 +461,14 @@ class Lake:
 
     def read_partition(self, table: str, day: date, by: Keys = None) -> DataFrame:
         """One day of a table (of one model, `by`); a missing or empty partition is a clear error."""
+        return self._read_partition(table, day, by, files=False)[0]
+
+    def read_partition_files(self, table: str, day: date, by: Keys = None) -> tuple[DataFrame, tuple[str, ...] | None]:
+        """`read_partition`, and the data files of the same committed version (None where Spark must read
+        them): one metastore lookup for both."""
+        return self._read_partition(table, day, by, files=True)
+
+    def _read_partition(self, table: str, day: date, by: Keys, files: bool) -> tuple[DataFrame, tuple[str, ...] | None]:
         missing = PartitionNotFound(
             f"{self.namespace}.{table} has no rows for {partition_path(by, day).replace('/', ' ')} (the partition "
             "is missing or empty): check that the upstream load for that day ran")
@@ -465,7 +488,7 @@ class Lake:
                 raise unreadable(exc, f"{self.namespace}.{table} dt={day}") from None
         if empty:
             raise missing
-        return df
+        return df, self._data_files(location) if files else None
 
     def _files(self, location: str, table: str, day: date, by: Keys) -> DataFrame:
         """The committed files of one partition, read by their location, with its partition values as columns.

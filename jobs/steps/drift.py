@@ -30,7 +30,7 @@ from jobs.core import drift_stats, histogram
 from jobs.core.histogram import CategoryCounts, NumericHistogram
 from jobs.core.reference import categorical_from, numeric_from
 from jobs.io import alerts, lineage, objectstore, registry
-from jobs.io.lake import Lake
+from jobs.io.lake import FileOpener, Lake
 from jobs.io.registry import PROFILE_ARTIFACT
 
 log = logging.getLogger(__name__)
@@ -134,70 +134,69 @@ def summarise(features: list[dict[str, Any]], prediction: dict[str, Any], multiv
 # -- the job --------------------------------------------------------------------------------------
 def collect_day(lake: Lake, day: date, profile: dict[str, Any], spec: ModelSpec,
                 arm_edges: dict[str, list[float]] | None = None) -> dict[str, histogram.Profile]:
-    """The one pass: the day's features and scores, folded into histograms on the reference's bins.
+    """The one pass: the day's features and scores, folded into histograms on the reference's bins."""
+    features, feature_files = lake.read_partition_files(spec.table, day)  # missing, empty, unreadable: fails here
+    scores, score_files = lake.read_partition_files("scores", day, spec.partition)
+    return collect_partitions(features, scores, feature_files, score_files, profile, spec, arm_edges,
+                              FileOpener(lake.env.s3_endpoint_url), f"drift of {day}")
 
-    The workers read the partitions' Parquet files themselves (`collect_files`); Spark counts the
-    rows of both partitions, and the counts must equal the rows folded."""
-    features = lake.read_partition(spec.table, day)  # a missing, empty or unreadable partition fails here
-    scores = lake.read_partition("scores", day, spec.partition)
-    files = lake.partition_files(spec.table, day), lake.partition_files("scores", day, spec.partition)
-    if files[0] is None or files[1] is None:  # not plain data files: Spark reads them
+
+def collect_partitions(features: DataFrame, scores: DataFrame, feature_files: tuple[str, ...] | None,
+                       score_files: tuple[str, ...] | None, profile: dict[str, Any], spec: ModelSpec,
+                       arm_edges: dict[str, list[float]] | None, opener: FileOpener,
+                       what: str) -> dict[str, histogram.Profile]:
+    """Two partitions folded by Python workers that read their Parquet files themselves, no row passing
+    through Spark; Spark counts the rows of both, and the counts must equal the rows folded. Where either
+    partition's files cannot be read that way (None), every row is handed over by Spark (`collect`)."""
+    from jobs.io.spark import cores
+
+    if feature_files is None or score_files is None:
         return collect(features, scores, profile, spec, arm_edges)
-    out = collect_files(lake.spark, files[0], files[1], profile, spec, arm_edges, lake.env.s3_endpoint_url,
-                        arm_column="arm_scores" in scores.columns)
+    files = {"features": feature_files, "scores": score_files}
+    sources = {name: histogram.FileSource(files[side], columns={"score": column} if column else {}, **shape)
+               for name, (side, shape, column) in _folds(profile, spec, arm_edges, "arm_scores" in scores.columns).items()}
+    out = histogram.collect_files(features.sparkSession, sources, opener, cores(features.sparkSession))
     counted = {"features": features.count(), "scores": scores.count()}
     folded = {name: out[name].rows for name in counted}
     if folded != counted:
-        raise RuntimeError(f"drift of {day}: the fold read {folded} rows where Spark counts {counted}; "
+        raise RuntimeError(f"{what}: the fold read {folded} rows where Spark counts {counted}; "
                            "the partitions changed during the step, run it again")
     return out
 
 
-def file_sources(features: tuple[str, ...], scores: tuple[str, ...], profile: dict[str, Any], spec: ModelSpec,
-                 arm_edges: dict[str, list[float]] | None = None,
-                 arm_column: bool = False) -> dict[str, histogram.FileSource]:
-    """What `collect` folds, as sources of Parquet files (the columns of the lake's files)."""
-    sources = {
-        "features": histogram.FileSource(
-            features, {c: profile["numeric"][c]["edges"] for c in spec.features.numeric},
-            tuple(spec.features.categorical), sample_rows=spec.drift.multivariate.sample_rows, sample_key=spec.key,
-            sample_columns=tuple(profile["sample"]["columns"])),
-        "scores": histogram.FileSource(scores, {"score": profile["score"]["edges"]}),
+def _folds(profile: dict[str, Any], spec: ModelSpec, arm_edges: dict[str, list[float]] | None,
+           arm_column: bool) -> dict[str, tuple[str, dict[str, Any], tuple[str, str | None] | None]]:
+    """What the drift job folds: name -> (the side it reads, its bins and sample, the score's column and map
+    key). On a day of an experiment, `arm_edges` (version -> its reference's score edges) adds every arm's own
+    scores, as `arm:<version>`."""
+    folds: dict[str, tuple[str, dict[str, Any], tuple[str, str | None] | None]] = {
+        "features": ("features", {"edges": {c: profile["numeric"][c]["edges"] for c in spec.features.numeric},
+                                  "categorical": tuple(spec.features.categorical),
+                                  "sample_rows": spec.drift.multivariate.sample_rows, "sample_key": spec.key,
+                                  "sample_columns": tuple(profile["sample"]["columns"])}, None),
+        "scores": ("scores", {"edges": {"score": profile["score"]["edges"]}}, ("score", None)),
     }
     if arm_edges and arm_column:
         for version, edges in arm_edges.items():
-            sources[f"arm:{version}"] = histogram.FileSource(scores, {"score": edges},
-                                                             columns={"score": ("arm_scores", version)})
-    return sources
-
-
-def collect_files(spark, features: tuple[str, ...], scores: tuple[str, ...], profile: dict[str, Any],
-                  spec: ModelSpec, arm_edges: dict[str, list[float]] | None = None,
-                  s3_endpoint_url: str | None = None, arm_column: bool = False) -> dict[str, histogram.Profile]:
-    """`collect` on the Parquet files of the features and the scores, read by the Python workers (`arm_column`:
-    the scores files have every arm's scores)."""
-    from jobs.io.spark import cores
-
-    sources = file_sources(features, scores, profile, spec, arm_edges, arm_column)
-    return histogram.collect_files(spark, sources, s3_endpoint_url, cores(spark))
+            folds[f"arm:{version}"] = ("scores", {"edges": {"score": edges}}, ("arm_scores", version))
+    return folds
 
 
 def collect(features: DataFrame, scores: DataFrame, profile: dict[str, Any], spec: ModelSpec,
             arm_edges: dict[str, list[float]] | None = None) -> dict[str, histogram.Profile]:
-    """Features and scores folded in one Spark job, each side shipping only its own columns. On a day of an
-    experiment, `arm_edges` (version -> its reference's score edges) adds every arm's own scores to the same
-    job, as `arm:<version>`."""
-    sources = {
-        "features": histogram.Source(
-            features, {c: profile["numeric"][c]["edges"] for c in spec.features.numeric}, tuple(spec.features.categorical),
-            sample_rows=spec.drift.multivariate.sample_rows, sample_key=spec.key,
-            sample_columns=tuple(profile["sample"]["columns"])),
-        "scores": histogram.Source(scores.select(F.col("score").cast("double")), {"score": profile["score"]["edges"]}),
-    }
-    if arm_edges and "arm_scores" in scores.columns:
-        for version, edges in arm_edges.items():
-            sources[f"arm:{version}"] = histogram.Source(
-                scores.select(F.col("arm_scores")[version].cast("double").alias("score")), {"score": edges})
+    """Features and scores folded in one Spark job, every row handed over by Spark, each side shipping only its
+    own columns."""
+    frames = {"features": features, "scores": scores}
+
+    def frame(side: str, column: tuple[str, str | None] | None) -> DataFrame:
+        if column is None:
+            return frames[side]
+        name, key = column
+        value = F.col(name)[key] if key else F.col(name)
+        return frames[side].select(value.cast("double").alias("score"))
+
+    sources = {name: histogram.Source(frame(side, column), **shape)
+               for name, (side, shape, column) in _folds(profile, spec, arm_edges, "arm_scores" in scores.columns).items()}
     out = histogram.collect_sources(sources)
     return {name: groups[histogram.ALL] for name, groups in out.items()}
 
